@@ -1,0 +1,47 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Layers, one direction: MilaCore <- MilaReference, MilaOpenCL <- (model, later) <- mila-infer.
+// MilaCore and MilaReference build and test with no OpenCL device present.
+let package = Package(
+    name: "mila",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "mila-infer", targets: ["mila-infer"]),
+        .executable(name: "mila-kernel-bench", targets: ["KernelBench"]),
+        .library(name: "MilaCore", targets: ["MilaCore"]),
+        .library(name: "MilaReference", targets: ["MilaReference"]),
+        .library(name: "MilaOpenCL", targets: ["MilaOpenCL"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C libraries from Debian packages (ocl-icd-opencl-dev + opencl-headers, libclblast-dev).
+        .systemLibrary(name: "COpenCL",
+                       providers: [.apt(["ocl-icd-opencl-dev", "opencl-headers"])]),
+        .systemLibrary(name: "CCLBlast", providers: [.apt(["libclblast-dev"])]),
+
+        .target(name: "MilaCore"),
+        .target(name: "MilaReference", dependencies: ["MilaCore"]),
+
+        // Kernels/*.cl, embedded as Swift string literals by the EmbedKernels build-tool plugin.
+        .executableTarget(name: "KernelEmbedder"),
+        .plugin(name: "EmbedKernels", capability: .buildTool(), dependencies: ["KernelEmbedder"]),
+        .target(name: "MilaKernels", plugins: ["EmbedKernels"]),
+
+        .target(name: "MilaOpenCL", dependencies: ["MilaCore", "MilaKernels", "COpenCL", "CCLBlast"]),
+
+        .executableTarget(name: "mila-infer", dependencies: [
+            "MilaCore", "MilaOpenCL",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "KernelBench", dependencies: ["MilaCore", "MilaReference", "MilaOpenCL"],
+                          path: "Benchmarks/KernelBench"),
+
+        .testTarget(name: "MilaCoreTests", dependencies: ["MilaCore"]),
+        .testTarget(name: "MilaReferenceTests", dependencies: ["MilaCore", "MilaReference"]),
+        .testTarget(name: "MilaOpenCLTests", dependencies: ["MilaCore", "MilaReference", "MilaOpenCL", "MilaKernels"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,68 @@
+import COpenCL
+
+/// A device buffer of float32 elements. Released when the last reference goes.
+public final class CLBuffer: @unchecked Sendable {
+    public let mem: cl_mem
+    /// Number of float32 elements it holds.
+    public let count: Int
+    public var byteCount: Int { count * MemoryLayout<Float>.size }
+
+    init(context: cl_context, count: Int) throws {
+        precondition(count > 0, "buffers hold at least one element")
+        var status: cl_int = 0
+        guard let mem = clCreateBuffer(context, cl_mem_flags(CL_MEM_READ_WRITE), count * MemoryLayout<Float>.size, nil, &status),
+              status == CL_SUCCESS
+        else {
+            throw CLError(call: "clCreateBuffer", status: status, context: "\(count * 4) bytes")
+        }
+        self.mem = mem
+        self.count = count
+    }
+
+    deinit { clReleaseMemObject(mem) }
+}
+
+/// Reuses buffers by element count: `acquire` hands back a recycled buffer of exactly that size
+/// when one is free, else allocates. Sizes repeat from one forward pass to the next, so exact
+/// matching keeps the pool small.
+final class BufferPool {
+    private var free: [Int: [CLBuffer]] = [:]
+    private(set) var allocations = 0
+    private(set) var reuses = 0
+
+    func acquire(count: Int, context: cl_context) throws -> CLBuffer {
+        if var list = free[count], let buffer = list.popLast() {
+            free[count] = list
+            reuses += 1
+            return buffer
+        }
+        allocations += 1
+        return try CLBuffer(context: context, count: count)
+    }
+
+    func recycle(_ buffer: CLBuffer) {
+        free[buffer.count, default: []].append(buffer)
+    }
+
+    func drain() { free.removeAll() }
+}
+
+/// A finished or pending command's event; with the queue's profiling on it reports device time.
+public final class CLEvent: @unchecked Sendable {
+    let event: cl_event
+
+    init(_ event: cl_event) { self.event = event }
+    deinit { clReleaseEvent(event) }
+
+    /// Start and end of the command on the device, in nanoseconds (waits for it to finish).
+    public func profile() throws -> (start: UInt64, end: UInt64) {
+        var e: cl_event? = event
+        try CLError.check(clWaitForEvents(1, &e), "clWaitForEvents")
+        var start: cl_ulong = 0, end: cl_ulong = 0
+        try CLError.check(clGetEventProfilingInfo(event, cl_profiling_info(CL_PROFILING_COMMAND_START), 8, &start, nil),
+                          "clGetEventProfilingInfo")
+        try CLError.check(clGetEventProfilingInfo(event, cl_profiling_info(CL_PROFILING_COMMAND_END), 8, &end, nil),
+                          "clGetEventProfilingInfo")
+        return (start, end)
+    }
+}

@@ -1,0 +1,303 @@
+import COpenCL
+import Foundation
+import MilaKernels
+
+/// One argument of a kernel launch.
+public enum KernelArgument {
+    case buffer(CLBuffer)
+    case int(Int32)
+    case float(Float)
+    /// `__local` scratch of this many bytes.
+    case local(bytes: Int)
+}
+
+/// A compiled kernel entry point of one program.
+public final class CLKernel: @unchecked Sendable {
+    let kernel: cl_kernel
+    public let name: String
+    init(_ kernel: cl_kernel, name: String) { self.kernel = kernel; self.name = name }
+    deinit { clReleaseKernel(kernel) }
+}
+
+/// The OpenCL runtime for one device: context, an in-order queue with profiling, programs built
+/// once per (source, options) and cached in memory and on disk, buffer reuse, kernel launches.
+///
+/// Thread safety: every queue and kernel-argument operation takes `lock`, so one context may be
+/// shared by concurrent callers (tests run in parallel); work is still serialised on one queue.
+public final class CLContext: @unchecked Sendable {
+    public let device: CLDeviceInfo
+    public let variant: KernelVariant
+    let context: cl_context
+    let queue: cl_command_queue
+    let diskCache: ProgramDiskCache?
+    private let lock = NSRecursiveLock()
+    private var programs: [String: cl_program] = [:]
+    private var kernels: [String: CLKernel] = [:]
+    private let pool = BufferPool()
+    private var launched: Set<String> = []
+
+    /// Opens `device` (or the one `CLDiscovery.select` picks for `selector`).
+    public convenience init(selector: String? = nil, variant: KernelVariant? = nil) throws {
+        let device = try CLDiscovery.select(selector, from: try CLDiscovery.platforms())
+        try self.init(device: device, variant: variant)
+    }
+
+    public init(device: CLDeviceInfo, variant: KernelVariant? = nil, diskCache: ProgramDiskCache? = ProgramDiskCache.fromEnvironment()) throws {
+        self.device = device
+        self.variant = variant ?? KernelVariant.resolve(for: device)
+        self.diskCache = diskCache
+        var status: cl_int = 0
+        var id: cl_device_id? = device.id
+        guard let context = clCreateContext(nil, 1, &id, nil, nil, &status), status == CL_SUCCESS else {
+            throw CLError(call: "clCreateContext", status: status, context: device.name)
+        }
+        self.context = context
+        guard let queue = clCreateCommandQueue(context, device.id, cl_command_queue_properties(CL_QUEUE_PROFILING_ENABLE), &status),
+              status == CL_SUCCESS
+        else {
+            clReleaseContext(context)
+            throw CLError(call: "clCreateCommandQueue", status: status, context: device.name)
+        }
+        self.queue = queue
+    }
+
+    deinit {
+        kernels.removeAll()
+        pool.drain()
+        for program in programs.values { clReleaseProgram(program) }
+        clReleaseCommandQueue(queue)
+        clReleaseContext(context)
+    }
+
+    // MARK: Buffers
+
+    /// A device buffer of `count` floats, recycled from the pool when one of that size is free.
+    /// Its contents are undefined.
+    public func buffer(count: Int) throws -> CLBuffer {
+        guard count > 0 else {
+            throw CLError(call: "clCreateBuffer", status: CL_INVALID_BUFFER_SIZE, context: "zero-sized buffer")
+        }
+        lock.lock(); defer { lock.unlock() }
+        return try pool.acquire(count: count, context: context)
+    }
+
+    /// Gives a buffer back for reuse by a later `buffer(count:)`.
+    public func recycle(_ buffer: CLBuffer) {
+        lock.lock(); defer { lock.unlock() }
+        pool.recycle(buffer)
+    }
+
+    /// (allocations, reuses) made by the pool so far.
+    public var poolStatistics: (allocations: Int, reuses: Int) {
+        lock.lock(); defer { lock.unlock() }
+        return (pool.allocations, pool.reuses)
+    }
+
+    /// Copies host floats into a new buffer (blocking).
+    public func upload(_ values: [Float]) throws -> CLBuffer {
+        let buffer = try self.buffer(count: max(values.count, 1))
+        try write(values, to: buffer)
+        return buffer
+    }
+
+    public func write(_ values: [Float], to buffer: CLBuffer, offset: Int = 0) throws {
+        guard offset + values.count <= buffer.count else {
+            throw CLError(call: "clEnqueueWriteBuffer", status: CL_INVALID_VALUE,
+                          context: "\(values.count) floats at \(offset) into a buffer of \(buffer.count)")
+        }
+        guard !values.isEmpty else { return }
+        lock.lock(); defer { lock.unlock() }
+        try values.withUnsafeBytes { raw in
+            try CLError.check(clEnqueueWriteBuffer(queue, buffer.mem, cl_bool(CL_TRUE), offset * 4, raw.count, raw.baseAddress, 0, nil, nil),
+                              "clEnqueueWriteBuffer")
+        }
+    }
+
+    /// Reads `count` floats (default: all) back; blocks until the queue has produced them.
+    public func download(_ buffer: CLBuffer, count: Int? = nil) throws -> [Float] {
+        let n = count ?? buffer.count
+        guard n <= buffer.count else {
+            throw CLError(call: "clEnqueueReadBuffer", status: CL_INVALID_VALUE, context: "\(n) floats from a buffer of \(buffer.count)")
+        }
+        var values = [Float](repeating: 0, count: n)
+        lock.lock(); defer { lock.unlock() }
+        try values.withUnsafeMutableBytes { raw in
+            try CLError.check(clEnqueueReadBuffer(queue, buffer.mem, cl_bool(CL_TRUE), 0, raw.count, raw.baseAddress, 0, nil, nil),
+                              "clEnqueueReadBuffer")
+        }
+        return values
+    }
+
+    /// Fills a buffer with zeros on the queue.
+    public func zero(_ buffer: CLBuffer) throws {
+        var zero: Float = 0
+        lock.lock(); defer { lock.unlock() }
+        try CLError.check(clEnqueueFillBuffer(queue, buffer.mem, &zero, 4, 0, buffer.byteCount, 0, nil, nil), "clEnqueueFillBuffer")
+    }
+
+    /// Waits until every command enqueued so far has finished.
+    public func finish() throws {
+        lock.lock(); defer { lock.unlock() }
+        try CLError.check(clFinish(queue), "clFinish")
+    }
+
+    // MARK: Programs and kernels
+
+    /// The build options every program gets, before its own defines. No fast-math flags: the
+    /// agreement tests against the reference hold without them.
+    public static let baseOptions = "-cl-std=CL1.2"
+
+    /// The kernel `name` from `source` built with `defines` (`["RM=4", "VEC=16"]`); built once
+    /// per (source, options) and cached in memory and on disk.
+    public func kernel(_ source: KernelSource, _ name: String, defines: [String] = []) throws -> CLKernel {
+        let options = ([Self.baseOptions] + defines.map { "-D\($0)" }).joined(separator: " ")
+        let key = "\(source.rawValue)|\(options)|\(name)"
+        lock.lock(); defer { lock.unlock() }
+        if let cached = kernels[key] { return cached }
+        let program = try program(source, options: options)
+        var status: cl_int = 0
+        guard let kernel = clCreateKernel(program, name, &status), status == CL_SUCCESS else {
+            throw CLError(call: "clCreateKernel", status: status, context: "\(name) in \(source.rawValue)")
+        }
+        let wrapped = CLKernel(kernel, name: name)
+        kernels[key] = wrapped
+        return wrapped
+    }
+
+    private func program(_ source: KernelSource, options: String) throws -> cl_program {
+        let text = try source.text()
+        let memoryKey = "\(source.rawValue)|\(options)|\(text.hashValue)"
+        if let program = programs[memoryKey] { return program }
+        let diskKey = ProgramDiskCache.key(deviceName: device.name, driverVersion: device.driverVersion, source: text, options: options)
+        if let binary = diskCache?.load(key: diskKey), let program = try? programFromBinary(binary, options: options) {
+            programs[memoryKey] = program
+            return program
+        }
+        let program = try programFromSource(text, file: source.rawValue, options: options)
+        programs[memoryKey] = program
+        if let diskCache, let binary = try? binaryOf(program) { diskCache.store(key: diskKey, binary: binary) }
+        return program
+    }
+
+    private func programFromSource(_ text: String, file: String, options: String) throws -> cl_program {
+        var status: cl_int = 0
+        let program: cl_program? = text.withCString { cString in
+            var pointer: UnsafePointer<CChar>? = cString
+            return clCreateProgramWithSource(context, 1, &pointer, nil, &status)
+        }
+        guard let program, status == CL_SUCCESS else {
+            throw CLError(call: "clCreateProgramWithSource", status: status, context: file)
+        }
+        try build(program, options: options, what: "\(file) with \(options)")
+        return program
+    }
+
+    private func programFromBinary(_ binary: [UInt8], options: String) throws -> cl_program {
+        var status: cl_int = 0, binaryStatus: cl_int = 0
+        var length = binary.count
+        var id: cl_device_id? = device.id
+        let program: cl_program? = binary.withUnsafeBufferPointer { buffer in
+            var pointer: UnsafePointer<UInt8>? = buffer.baseAddress
+            return clCreateProgramWithBinary(context, 1, &id, &length, &pointer, &binaryStatus, &status)
+        }
+        guard let program, status == CL_SUCCESS, binaryStatus == CL_SUCCESS else {
+            if let program { clReleaseProgram(program) }
+            throw CLError(call: "clCreateProgramWithBinary", status: status != CL_SUCCESS ? status : binaryStatus)
+        }
+        do {
+            try build(program, options: options, what: "cached binary")
+        } catch {
+            clReleaseProgram(program)
+            throw error
+        }
+        return program
+    }
+
+    private func build(_ program: cl_program, options: String, what: String) throws {
+        var id: cl_device_id? = device.id
+        let status = clBuildProgram(program, 1, &id, options, nil, nil)
+        guard status == CL_SUCCESS else {
+            let log = buildLog(program)
+            clReleaseProgram(program)
+            throw CLError(call: "clBuildProgram", status: status, buildLog: log, context: what)
+        }
+    }
+
+    private func buildLog(_ program: cl_program) -> String {
+        var size = 0
+        guard clGetProgramBuildInfo(program, device.id, cl_program_build_info(CL_PROGRAM_BUILD_LOG), 0, nil, &size) == CL_SUCCESS,
+              size > 0 else { return "" }
+        var bytes = [CChar](repeating: 0, count: size + 1)
+        _ = clGetProgramBuildInfo(program, device.id, cl_program_build_info(CL_PROGRAM_BUILD_LOG), size, &bytes, nil)
+        return String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private func binaryOf(_ program: cl_program) throws -> [UInt8] {
+        var size = 0
+        try CLError.check(clGetProgramInfo(program, cl_program_info(CL_PROGRAM_BINARY_SIZES), MemoryLayout<Int>.size, &size, nil),
+                          "clGetProgramInfo")
+        guard size > 0 else { return [] }
+        var binary = [UInt8](repeating: 0, count: size)
+        try binary.withUnsafeMutableBufferPointer { buffer in
+            var pointer: UnsafeMutablePointer<UInt8>? = buffer.baseAddress
+            try CLError.check(clGetProgramInfo(program, cl_program_info(CL_PROGRAM_BINARIES), MemoryLayout<UnsafeMutablePointer<UInt8>>.size,
+                                               &pointer, nil), "clGetProgramInfo")
+        }
+        return binary
+    }
+
+    // MARK: Launches
+
+    /// Enqueues `kernel` over `global` work-items (rounded up to a multiple of `local` when given).
+    /// Returns the command's event when `profile` is set.
+    @discardableResult
+    public func launch(_ kernel: CLKernel, global: [Int], local: [Int]? = nil, arguments: [KernelArgument],
+                       profile: Bool = false) throws -> CLEvent? {
+        precondition(!global.isEmpty && global.count <= 3 && (local == nil || local!.count == global.count))
+        lock.lock(); defer { lock.unlock() }
+        for (index, argument) in arguments.enumerated() {
+            let status: cl_int
+            switch argument {
+            case let .buffer(buffer):
+                var mem: cl_mem? = buffer.mem
+                status = clSetKernelArg(kernel.kernel, cl_uint(index), MemoryLayout<cl_mem>.size, &mem)
+            case var .int(value):
+                status = clSetKernelArg(kernel.kernel, cl_uint(index), 4, &value)
+            case var .float(value):
+                status = clSetKernelArg(kernel.kernel, cl_uint(index), 4, &value)
+            case let .local(bytes):
+                status = clSetKernelArg(kernel.kernel, cl_uint(index), bytes, nil)
+            }
+            try CLError.check(status, "clSetKernelArg", context: "\(kernel.name) argument \(index)")
+        }
+        var globalSize = global.map { max($0, 1) }
+        if let local {
+            globalSize = zip(globalSize, local).map { ($0 + $1 - 1) / $1 * $1 }
+        }
+        var localSize = local ?? []
+        var event: cl_event?
+        let status = globalSize.withUnsafeMutableBufferPointer { g in
+            localSize.withUnsafeMutableBufferPointer { l in
+                let localPointer = local == nil ? nil : l.baseAddress
+                if profile {
+                    return clEnqueueNDRangeKernel(queue, kernel.kernel, cl_uint(global.count), nil, g.baseAddress,
+                                                  localPointer, 0, nil, &event)
+                }
+                return clEnqueueNDRangeKernel(queue, kernel.kernel, cl_uint(global.count), nil, g.baseAddress,
+                                              localPointer, 0, nil, nil)
+            }
+        }
+        try CLError.check(status, "clEnqueueNDRangeKernel", context: "\(kernel.name) global \(globalSize) local \(local.map { "\($0)" } ?? "auto")")
+        launched.insert(kernel.name)
+        return event.map(CLEvent.init)
+    }
+
+    /// The names of every kernel launched on this context so far (for the coverage test).
+    public var launchedKernelNames: Set<String> {
+        lock.lock(); defer { lock.unlock() }
+        return launched
+    }
+
+    /// Raw handles for libraries that take them (CLBlast).
+    var rawQueue: cl_command_queue { queue }
+}
