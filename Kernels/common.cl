@@ -1,1 +1,109 @@
-// test
+// common.cl: helpers prepended to every other kernel file when it is built (it has no entry
+// points of its own).
+//
+// Math without library calls: PoCL turns exp/erf into per-element calls that do not vectorise
+// (an erf-GELU pass over 3136x256 took 9.9 ms, ../shared/notes/opencl-pocl.md section 5), so
+// exp and erfc are written out with FMAs and work on any vector width.
+//   mila_exp:  Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial
+//              (truncation < 6e-10 relative), 2^n built in the exponent bits. Inputs are clamped
+//              to [-87.3, 88], so it never returns Inf or a denormal.
+//   GELU:      x/2 * erfc(-x/sqrt(2)) with the Chebyshev-fitted erfc of Numerical Recipes
+//              (fractional error < 1.2e-7 everywhere), so negative inputs keep their relative
+//              accuracy.
+// CPU references: Sources/MilaReference/Reference.swift (activate). Tests: ActivationTests.
+
+#define ACT_NONE 0
+#define ACT_RELU 1
+#define ACT_SILU 2
+#define ACT_GELU 3
+
+// Epilogue flags shared by the GEMM and convolution kernels.
+#define EPI_BIAS 1
+#define EPI_MUL 2
+#define EPI_RESIDUAL 4
+
+#define MILA_DEFINE_MATH(T, IT, CONVERT_IT, AS_T)                                              \
+inline T mila_exp_##T(T x) {                                                                    \
+    x = clamp(x, (T)(-87.3f), (T)(88.0f));                                                     \
+    T n = floor(fma(x, (T)(1.44269504088896341f), (T)(0.5f)));                                 \
+    T r = fma(n, (T)(-0.693145751953125f), x);                                                  \
+    r = fma(n, (T)(-1.428606765330187045e-06f), r);                                             \
+    T p = (T)(1.0f / 5040.0f);                                                                  \
+    p = fma(p, r, (T)(1.0f / 720.0f));                                                          \
+    p = fma(p, r, (T)(1.0f / 120.0f));                                                          \
+    p = fma(p, r, (T)(1.0f / 24.0f));                                                           \
+    p = fma(p, r, (T)(1.0f / 6.0f));                                                            \
+    p = fma(p, r, (T)(0.5f));                                                                   \
+    p = fma(p, r, (T)(1.0f));                                                                   \
+    p = fma(p, r, (T)(1.0f));                                                                   \
+    IT bits = (CONVERT_IT(n) + (IT)(127)) << (IT)(23);                                          \
+    return p * AS_T(bits);                                                                      \
+}                                                                                               \
+/* erfc(|x| / sqrt 2) (Numerical Recipes erfcc). z^2 = x^2 / 2 is formed from x, not from */ \
+/* the rounded z: d ln erfc / dz = -2z, so a rounded z would cost 2 z^2 ulp (5e-6 at z = 7). */ \
+inline T mila_erfc_scaled_##T(T x) {                                                            \
+    T z = fabs(x) * (T)(0.70710678118654752f);                                                  \
+    T t = (T)(1.0f) / fma((T)(0.5f), z, (T)(1.0f));                                             \
+    T p = (T)(0.17087277f);                                                                     \
+    p = fma(p, t, (T)(-0.82215223f));                                                           \
+    p = fma(p, t, (T)(1.48851587f));                                                            \
+    p = fma(p, t, (T)(-1.13520398f));                                                           \
+    p = fma(p, t, (T)(0.27886807f));                                                            \
+    p = fma(p, t, (T)(-0.18628806f));                                                           \
+    p = fma(p, t, (T)(0.09678418f));                                                            \
+    p = fma(p, t, (T)(0.37409196f));                                                            \
+    p = fma(p, t, (T)(1.00002368f));                                                            \
+    p = fma(p, t, (T)(-1.26551223f));                                                           \
+    /* exp(p - z^2) with the rounding of z^2 and of the sum carried separately: for z ~ 7   */ \
+    /* a plain float p - z*z would lose ~2e-6 relative (Dekker product, Knuth two-sum).      */ \
+    T zz = (T)(0.5f) * (x * x);                                                                 \
+    T zzErr = (T)(0.5f) * fma(x, x, -(x * x));                                                  \
+    T s = p - zz;                                                                               \
+    T bb = s - p;                                                                               \
+    T sErr = (p - (s - bb)) + (-zz - bb);                                                       \
+    return t * mila_exp_##T(s) * ((T)(1.0f) + (sErr - zzErr));                                  \
+}                                                                                               \
+inline T mila_gelu_##T(T x) {                                                                   \
+    T e = mila_erfc_scaled_##T(x); /* erfc(|x|/sqrt 2) */                                       \
+    /* x >= 0: erfc(-z) = 2 - e; x < 0: erfc(z) = e */                                          \
+    T hx = (T)(0.5f) * x;                                                                       \
+    return select(hx * e, x - hx * e, CONVERT_IT(x >= (T)(0.0f)) != (IT)(0));             \
+}                                                                                               \
+inline T mila_silu_##T(T x) { return x / ((T)(1.0f) + mila_exp_##T(-x)); }                      \
+inline T mila_act_##T(T x, int act) {                                                           \
+    if (act == ACT_RELU) return fmax(x, (T)(0.0f));                                             \
+    if (act == ACT_SILU) return mila_silu_##T(x);                                               \
+    if (act == ACT_GELU) return mila_gelu_##T(x);                                               \
+    return x;                                                                                   \
+}                                                                                               \
+/* ELU(x) + 1: the positive feature map of the linear attention. */                             \
+inline T mila_elu1_##T(T x) {                                                                   \
+    return select(mila_exp_##T(x), x + (T)(1.0f), CONVERT_IT(x > (T)(0.0f)) != (IT)(0));       \
+}
+
+MILA_DEFINE_MATH(float, int, (int), as_float)
+MILA_DEFINE_MATH(float4, int4, convert_int4, as_float4)
+MILA_DEFINE_MATH(float16, int16, convert_int16, as_float16)
+
+// Vector helpers parameterised by VEC (1, 4, 8 or 16) for kernels that choose their width by a
+// build define.
+#ifdef VEC
+#if VEC == 1
+typedef float vec_t;
+#define VLOAD(p) (*(p))
+#define VSTORE(v, p) (*(p) = (v))
+#define VACT(x, act) mila_act_float((x), (act))
+#elif VEC == 4
+typedef float4 vec_t;
+#define VLOAD(p) vload4(0, (p))
+#define VSTORE(v, p) vstore4((v), 0, (p))
+#define VACT(x, act) mila_act_float4((x), (act))
+#elif VEC == 16
+typedef float16 vec_t;
+#define VLOAD(p) vload16(0, (p))
+#define VSTORE(v, p) vstore16((v), 0, (p))
+#define VACT(x, act) mila_act_float16((x), (act))
+#else
+#error "VEC must be 1, 4 or 16"
+#endif
+#endif

@@ -165,7 +165,8 @@ public final class CLContext: @unchecked Sendable {
     }
 
     private func program(_ source: KernelSource, options: String) throws -> cl_program {
-        let text = try source.text()
+        // common.cl (shared math and vector helpers) is prepended to every other file.
+        let text = source == .common ? try source.text() : try KernelSource.common.text() + "\n" + source.text()
         let memoryKey = "\(source.rawValue)|\(options)|\(text.hashValue)"
         if let program = programs[memoryKey] { return program }
         let diskKey = ProgramDiskCache.key(deviceName: device.name, driverVersion: device.driverVersion, source: text, options: options)
@@ -300,4 +301,10 @@ public final class CLContext: @unchecked Sendable {
 
     /// Raw handles for libraries that take them (CLBlast).
     var rawQueue: cl_command_queue { queue }
+
+    /// Runs `body` holding the queue lock (for libraries that enqueue on our queue).
+    func withQueueLock<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock(); defer { lock.unlock() }
+        return try body()
+    }
 }

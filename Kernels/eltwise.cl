@@ -1,0 +1,33 @@
+// eltwise.cl: the elementwise work that no producer could absorb, and zero padding.
+//
+// Layout: flat float arrays of n elements; pad works on (B, H, W, C) channels-last maps.
+//   eltwise_binary      out = a + b (op 0) or a * b (op 1). Global (n).
+//   eltwise_activation  out = act(x) (ACT_* codes). Global (n).
+//   pad_bottom_right    out (B, Ho, Wo, C) = x (B, H, W, C) padded with zeros at the bottom and
+//                       right (odd maps before a downsample; images to a multiple of 4).
+//                       Global (C * Wo, Ho, B).
+// One element per work-item: PoCL's work-group vectoriser handles these straight-line bodies.
+// CPU references: Reference.elementwise, Reference.activation, Reference.padBottomRight.
+// Tests: ElementwiseTests.
+
+__kernel void eltwise_binary(const int n, const int op, __global const float* a, __global const float* b,
+                             __global float* out) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    out[i] = op == 0 ? a[i] + b[i] : a[i] * b[i];
+}
+
+__kernel void eltwise_activation(const int n, const int act, __global const float* x, __global float* out) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    out[i] = mila_act_float(x[i], act);
+}
+
+__kernel void pad_bottom_right(const int H, const int W, const int C, const int Ho, const int Wo,
+                               __global const float* x, __global float* out) {
+    const int e = get_global_id(0), oy = get_global_id(1), b = get_global_id(2);
+    if (e >= Wo * C) return;
+    const int ox = e / C, c = e % C;
+    const float v = (oy < H && ox < W) ? x[(((size_t)b * H + oy) * W + ox) * C + c] : 0.0f;
+    out[(((size_t)b * Ho + oy) * Wo + ox) * C + c] = v;
+}

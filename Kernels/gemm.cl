@@ -1,0 +1,147 @@
+// gemm.cl: Y = act(A B + bias) [* MUL] [+ RES] for linear layers and 1x1 convolutions.
+//
+// Layout: A (M, K) row-major: the token layout (L, C) of the model, so a 1x1 convolution on a
+// channels-last map is the same GEMM with no transpose. B is the weight transposed once at load
+// time to (K, ldb) row-major, ldb = N rounded up to 64 with zero columns, so every B row can be
+// read with full-width vector loads; bias is padded the same way. Y, MUL and RES are (M, N)
+// with row stride N. Epilogue order: bias, activation (ACT_* codes, common.cl), multiply,
+// residual add; `flags` holds the EPI_* bits. MUL and RES may be any buffer when unused.
+//
+// Variants (chosen by device type, forced with MILA_KERNEL_VARIANT=cpu|gpu):
+//   gemm_reg    CPU: each work-item holds a 4x64 register tile (4 rows x 4 float16
+//               accumulators); A is broadcast, each k step does 4 float16 loads of a B row.
+//               No local memory, local size (1,1). ~200 GFLOP/s on the 2-core AVX-512 VM.
+//               Global (ceil(N/64), ceil(M/4)); ragged M clamps the load row, stores are guarded.
+//   gemm_tiled  GPU: 64x64 output tile per 16x16 work-group, K in steps of 16 through local
+//               memory, 4x4 outputs per work-item. On PoCL it is ~26x slower than gemm_reg.
+//               Global (16 * ceil(N/64), 16 * ceil(M/64)), local (16, 16).
+//   gemm_epilogue  the epilogue alone, for the CLBlast provider (which cannot fuse it):
+//               Y = act(Y + bias) * MUL + RES in place. Global (N, M).
+// CPU reference: Reference.gemm (Sources/MilaReference/Reference.swift). Tests: GemmTests.
+
+inline void gemm_store16(float16 v, int row, int col, int N, __global const float* bias,
+                         __global const float* mul, __global const float* res, __global float* Y,
+                         int act, int flags) {
+    if (col >= N) return;
+    if (flags & EPI_BIAS) v += vload16(0, bias + col);
+    v = mila_act_float16(v, act);
+    const size_t o = (size_t)row * N + col;
+    if (col + 16 <= N) {
+        if (flags & EPI_MUL) v *= vload16(0, mul + o);
+        if (flags & EPI_RESIDUAL) v += vload16(0, res + o);
+        vstore16(v, 0, Y + o);
+    } else {
+        float lanes[16];
+        vstore16(v, 0, lanes);
+        for (int j = 0; col + j < N; ++j) {
+            float s = lanes[j];
+            if (flags & EPI_MUL) s *= mul[o + j];
+            if (flags & EPI_RESIDUAL) s += res[o + j];
+            Y[o + j] = s;
+        }
+    }
+}
+
+inline void gemm_store1(float v, int row, int col, int N, __global const float* bias,
+                        __global const float* mul, __global const float* res, __global float* Y,
+                        int act, int flags) {
+    if (flags & EPI_BIAS) v += bias[col];
+    v = mila_act_float(v, act);
+    const size_t o = (size_t)row * N + col;
+    if (flags & EPI_MUL) v *= mul[o];
+    if (flags & EPI_RESIDUAL) v += res[o];
+    Y[o] = v;
+}
+
+#define GEMM_ROW_FMA(x, c0, c1, c2, c3) \
+    c0 = fma((float16)(x), b0, c0); c1 = fma((float16)(x), b1, c1); \
+    c2 = fma((float16)(x), b2, c2); c3 = fma((float16)(x), b3, c3);
+
+#define GEMM_ROW_STORE(row, c0, c1, c2, c3) \
+    if ((row) < M) { \
+        gemm_store16(c0, (row), n0, N, bias, mul, res, Y, act, flags); \
+        gemm_store16(c1, (row), n0 + 16, N, bias, mul, res, Y, act, flags); \
+        gemm_store16(c2, (row), n0 + 32, N, bias, mul, res, Y, act, flags); \
+        gemm_store16(c3, (row), n0 + 48, N, bias, mul, res, Y, act, flags); \
+    }
+
+__kernel void gemm_reg(const int M, const int N, const int K, const int ldb,
+                       __global const float* A, __global const float* B, __global const float* bias,
+                       __global const float* mul, __global const float* res, __global float* Y,
+                       const int act, const int flags) {
+    const int n0 = get_global_id(0) * 64;
+    const int m0 = get_global_id(1) * 4;
+    if (n0 >= N || m0 >= M) return;
+    __global const float* a0 = A + (size_t)m0 * K;
+    __global const float* a1 = A + (size_t)min(m0 + 1, M - 1) * K;
+    __global const float* a2 = A + (size_t)min(m0 + 2, M - 1) * K;
+    __global const float* a3 = A + (size_t)min(m0 + 3, M - 1) * K;
+    float16 c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+    float16 c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+    __global const float* b = B + n0;
+    for (int k = 0; k < K; ++k, b += ldb) {
+        const float16 b0 = vload16(0, b), b1 = vload16(1, b), b2 = vload16(2, b), b3 = vload16(3, b);
+        GEMM_ROW_FMA(a0[k], c00, c01, c02, c03)
+        GEMM_ROW_FMA(a1[k], c10, c11, c12, c13)
+        GEMM_ROW_FMA(a2[k], c20, c21, c22, c23)
+        GEMM_ROW_FMA(a3[k], c30, c31, c32, c33)
+    }
+    GEMM_ROW_STORE(m0, c00, c01, c02, c03)
+    GEMM_ROW_STORE(m0 + 1, c10, c11, c12, c13)
+    GEMM_ROW_STORE(m0 + 2, c20, c21, c22, c23)
+    GEMM_ROW_STORE(m0 + 3, c30, c31, c32, c33)
+}
+
+#define TILE 64
+#define TILE_K 16
+
+__kernel __attribute__((reqd_work_group_size(16, 16, 1)))
+void gemm_tiled(const int M, const int N, const int K, const int ldb,
+                __global const float* A, __global const float* B, __global const float* bias,
+                __global const float* mul, __global const float* res, __global float* Y,
+                const int act, const int flags) {
+    __local float As[TILE_K][TILE + 1];
+    __local float Bs[TILE_K][TILE];
+    const int tx = get_local_id(0), ty = get_local_id(1);
+    const int n0 = get_group_id(0) * TILE, m0 = get_group_id(1) * TILE;
+    const int lid = ty * 16 + tx;
+    float acc[4][4];
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += TILE_K) {
+        // 256 work-items load the 64x16 A tile and the 16x64 B tile, 4 floats each.
+        for (int e = lid; e < TILE * TILE_K; e += 256) {
+            const int am = e / TILE_K, ak = e % TILE_K;
+            const int gm = m0 + am, gk = k0 + ak;
+            As[ak][am] = (gm < M && gk < K) ? A[(size_t)gm * K + gk] : 0.0f;
+            const int bk = e / TILE, bn = e % TILE;
+            const int hk = k0 + bk;
+            Bs[bk][bn] = (hk < K) ? B[(size_t)hk * ldb + n0 + bn] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int kk = 0; kk < TILE_K; ++kk) {
+            float a[4], bv[4];
+            for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+            for (int j = 0; j < 4; ++j) bv[j] = Bs[kk][tx + 16 * j];
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) acc[i][j] = fma(a[i], bv[j], acc[i][j]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (int i = 0; i < 4; ++i) {
+        const int row = m0 + ty + 16 * i;
+        if (row >= M) continue;
+        for (int j = 0; j < 4; ++j) {
+            const int col = n0 + tx + 16 * j;
+            if (col < N) gemm_store1(acc[i][j], row, col, N, bias, mul, res, Y, act, flags);
+        }
+    }
+}
+
+__kernel void gemm_epilogue(const int M, const int N, __global const float* bias, __global const float* mul,
+                            __global const float* res, __global float* Y, const int act, const int flags) {
+    const int col = get_global_id(0), row = get_global_id(1);
+    if (col >= N || row >= M) return;
+    const float v = Y[(size_t)row * N + col];
+    gemm_store1(v, row, col, N, bias, mul, res, Y, act, flags);
+}

@@ -1,0 +1,84 @@
+import MilaCore
+
+/// 3x3 convolution weights on the device, packed once (see Kernels/conv3x3.cl, dwconv3x3.cl).
+/// Dense: (Cout, Cin, 3, 3) -> (3, 3, Cin, CoutP), CoutP = Cout rounded up to 16.
+/// Depthwise: (C, 1, 3, 3) -> (9, C). Fold BatchNorm first (BatchNormFolding).
+public struct Conv3x3Weights {
+    public let weightShape: [Int]
+    public let depthwise: Bool
+    let packed: CLBuffer
+    let bias: CLBuffer?
+    let paddedOutChannels: Int
+    public var outChannels: Int { weightShape[0] }
+
+    public init(context: CLContext, weight: Tensor, bias: Tensor?, depthwise: Bool) throws {
+        let op = depthwise ? "dwconv3x3" : "conv3x3"
+        guard weight.shape.count == 4, weight.shape[2] == 3, weight.shape[3] == 3, !depthwise || weight.shape[1] == 1 else {
+            throw MilaError.shapeMismatch(op: op, tensor: "weight", expected: depthwise ? "(C, 1, 3, 3)" : "(Cout, Cin, 3, 3)",
+                                          actual: weight.shape)
+        }
+        let (cout, cin) = (weight.shape[0], weight.shape[1])
+        if let bias, bias.shape != [cout] {
+            throw MilaError.shapeMismatch(op: op, tensor: "bias", expected: Shape.describe([cout]), actual: bias.shape)
+        }
+        weightShape = weight.shape
+        self.depthwise = depthwise
+        if depthwise {
+            paddedOutChannels = cout
+            var packed = [Float](repeating: 0, count: 9 * cout)
+            for c in 0..<cout { for tap in 0..<9 { packed[tap * cout + c] = weight.data[c * 9 + tap] } }
+            self.packed = try context.upload(packed)
+            self.bias = try bias.map { try context.upload($0.data) }
+        } else {
+            let coutP = roundUp(cout, to: 16)
+            paddedOutChannels = coutP
+            var packed = [Float](repeating: 0, count: 9 * cin * coutP)
+            for o in 0..<cout {
+                for i in 0..<cin { for tap in 0..<9 { packed[(tap * cin + i) * coutP + o] = weight.data[(o * cin + i) * 9 + tap] } }
+            }
+            self.packed = try context.upload(packed)
+            self.bias = try bias.map { try context.upload($0.data + [Float](repeating: 0, count: coutP - cout)) }
+        }
+    }
+}
+
+extension CLContext {
+    /// 3x3 convolution, pad 1, stride 1 or 2, on (B, H, W, C), dense or depthwise by the weights;
+    /// bias, activation (none/ReLU, and SiLU for depthwise) and residual fused.
+    public func conv3x3(_ x: DeviceTensor, _ weights: Conv3x3Weights, stride: Int, activation: Activation = .none,
+                        residual: DeviceTensor? = nil, output: DeviceTensor? = nil) throws -> DeviceTensor {
+        let spec = try Conv3x3Spec(input: x.shape, weight: weights.weightShape, bias: weights.bias.map { _ in [weights.outChannels] },
+                                   residual: residual?.shape, stride: stride, depthwise: weights.depthwise, activation: activation)
+        let y = try output ?? empty(spec.outputShape)
+        guard y.shape == spec.outputShape else {
+            throw MilaError.shapeMismatch(op: weights.depthwise ? "dwconv3x3" : "conv3x3", tensor: "output",
+                                          expected: Shape.describe(spec.outputShape), actual: y.shape)
+        }
+        var flags: EpilogueFlags = []
+        if weights.bias != nil { flags.insert(.bias) }
+        if residual != nil { flags.insert(.residual) }
+        let spare = y.buffer
+        let gpu = variant == .gpu
+        let (h, w, ho, wo) = (Int32(spec.height), Int32(spec.width), Int32(spec.outHeight), Int32(spec.outWidth))
+        if weights.depthwise {
+            let c = spec.inChannels
+            let vec = c % 16 == 0 && !gpu ? 16 : (c % 4 == 0 ? 4 : 1)
+            let xpw = gpu ? 1 : 8
+            let kernel = try self.kernel(.dwconv3x3, "dwconv3x3", defines: ["VEC=\(vec)", "XPW=\(xpw)"])
+            try launch(kernel, global: [c / vec, ceilDiv(spec.outWidth, xpw), spec.batch * spec.outHeight],
+                       arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo), .int(Int32(stride)),
+                                   .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
+                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
+        } else {
+            let vec = gpu ? 4 : 16
+            let xpw = gpu ? 1 : 4
+            let kernel = try self.kernel(.conv3x3, "conv3x3", defines: ["VEC=\(vec)", "XPW=\(xpw)"])
+            try launch(kernel, global: [weights.paddedOutChannels / vec, ceilDiv(spec.outWidth, xpw), spec.batch * spec.outHeight],
+                       arguments: [.int(h), .int(w), .int(Int32(spec.inChannels)), .int(ho), .int(wo), .int(Int32(spec.outChannels)),
+                                   .int(Int32(weights.paddedOutChannels)), .int(Int32(stride)),
+                                   .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
+                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
+        }
+        return y
+    }
+}

@@ -1,0 +1,106 @@
+import CCLBlast
+import COpenCL
+import Foundation
+import MilaCore
+
+/// Who computes the GEMM. `register` (gemm_reg) is the CPU kernel, `tiled` (gemm_tiled) our
+/// GPU kernel, `clblast` CLBlast's SGEMM followed by gemm_epilogue (it cannot fuse).
+/// Default: CPUs `register`, GPUs `clblast`; `MILA_GEMM=register|tiled|clblast` forces one.
+public enum GemmProvider: String, CaseIterable, Sendable {
+    case register
+    case tiled
+    case clblast
+
+    public static let environmentVariable = "MILA_GEMM"
+
+    public static func resolve(for variant: KernelVariant) -> GemmProvider {
+        if let raw = ProcessInfo.processInfo.environment[environmentVariable], let forced = GemmProvider(rawValue: raw.lowercased()) {
+            return forced
+        }
+        return variant == .cpu ? .register : .clblast
+    }
+}
+
+/// Linear-layer weights on the device, packed once: (N, K) -> (K, ldb) with ldb = N rounded up
+/// to 64 and zero columns, bias padded to ldb.
+public struct GemmWeights {
+    public let inFeatures: Int   // K
+    public let outFeatures: Int  // N
+    public let leadingDimension: Int
+    let packed: CLBuffer
+    let bias: CLBuffer?
+    public var weightShape: [Int] { [outFeatures, inFeatures] }
+
+    public init(context: CLContext, weight: Tensor, bias: Tensor?) throws {
+        guard weight.shape.count == 2 else {
+            throw MilaError.shapeMismatch(op: "gemm", tensor: "weight", expected: "(out, in)", actual: weight.shape)
+        }
+        let (n, k) = (weight.shape[0], weight.shape[1])
+        if let bias, bias.shape != [n] {
+            throw MilaError.shapeMismatch(op: "gemm", tensor: "bias", expected: Shape.describe([n]), actual: bias.shape)
+        }
+        let ldb = roundUp(n, to: 64)
+        var packed = [Float](repeating: 0, count: k * ldb)
+        for o in 0..<n { for i in 0..<k { packed[i * ldb + o] = weight.data[o * k + i] } }
+        (inFeatures, outFeatures, leadingDimension) = (k, n, ldb)
+        self.packed = try context.upload(packed)
+        self.bias = try bias.map { try context.upload($0.data + [Float](repeating: 0, count: ldb - n)) }
+    }
+}
+
+extension CLContext {
+    /// y = act(x W^T + b) [* multiply] [+ residual]; x (..., K), output (..., N).
+    public func gemm(_ x: DeviceTensor, _ weights: GemmWeights, activation: Activation = .none,
+                     multiply: DeviceTensor? = nil, residual: DeviceTensor? = nil,
+                     provider: GemmProvider? = nil, output: DeviceTensor? = nil) throws -> DeviceTensor {
+        let spec = try GemmSpec(input: x.shape, weight: weights.weightShape, bias: weights.bias.map { _ in [weights.outFeatures] },
+                                residual: residual?.shape, multiply: multiply?.shape)
+        let y = try output ?? empty(spec.outputShape)
+        guard y.shape == spec.outputShape else {
+            throw MilaError.shapeMismatch(op: "gemm", tensor: "output", expected: Shape.describe(spec.outputShape), actual: y.shape)
+        }
+        var flags: EpilogueFlags = []
+        if weights.bias != nil { flags.insert(.bias) }
+        if multiply != nil { flags.insert(.multiply) }
+        if residual != nil { flags.insert(.residual) }
+        let (m, n, k) = (Int32(spec.rows), Int32(spec.outFeatures), Int32(spec.inFeatures))
+        let spare = y.buffer  // bound to unused epilogue operands; never read
+        let epilogue: [KernelArgument] = [
+            .buffer(weights.bias ?? spare), .buffer(multiply?.buffer ?? spare), .buffer(residual?.buffer ?? spare),
+        ]
+        switch provider ?? GemmProvider.resolve(for: variant) {
+        case .register:
+            let kernel = try self.kernel(.gemm, "gemm_reg")
+            try launch(kernel, global: [ceilDiv(spec.outFeatures, 64), ceilDiv(spec.rows, 4)], local: [1, 1],
+                       arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
+                           + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
+        case .tiled:
+            let kernel = try self.kernel(.gemm, "gemm_tiled")
+            try launch(kernel, global: [16 * ceilDiv(spec.outFeatures, 64), 16 * ceilDiv(spec.rows, 64)], local: [16, 16],
+                       arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
+                           + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
+        case .clblast:
+            try clblastSgemm(m: spec.rows, n: spec.outFeatures, k: spec.inFeatures, a: x.buffer, b: weights.packed,
+                             ldb: weights.leadingDimension, c: y.buffer)
+            if !flags.isEmpty || activation != .none {
+                let kernel = try self.kernel(.gemm, "gemm_epilogue")
+                try launch(kernel, global: [spec.outFeatures, spec.rows],
+                           arguments: [.int(m), .int(n)] + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
+            }
+        }
+        return y
+    }
+
+    /// C (M, N) = A (M, K) B (K, ldb)[:, :N], row-major, through CLBlast on this queue.
+    private func clblastSgemm(m: Int, n: Int, k: Int, a: CLBuffer, b: CLBuffer, ldb: Int, c: CLBuffer) throws {
+        var queue: cl_command_queue? = rawQueue
+        let status = withQueueLock {
+            CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, m, n, k, 1.0,
+                         a.mem, 0, k, b.mem, 0, ldb, 0.0, c.mem, 0, n, &queue, nil)
+        }
+        guard status == CLBlastSuccess else {
+            throw CLError(call: "CLBlastSgemm", status: status.rawValue,
+                          context: "M=\(m) N=\(n) K=\(k); CLBlast status \(status.rawValue)")
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import Foundation
+import MilaCore
+
+extension CLContext {
+    /// Tokens per partial sum in the attention's reductions (Kernels/linear_attention.cl).
+    static let attentionChunk = 64
+
+    /// The released MLLA linear attention plus LePE (LinearAttentionSpec): qk (B, L, 2C) from the
+    /// qk projection, v (B, L, C), lepe depthwise weights (C, 1, 3, 3); output (B, L, C).
+    public func linearAttention(qk: DeviceTensor, v: DeviceTensor, height: Int, width: Int, heads: Int,
+                                lepe: Conv3x3Weights, output: DeviceTensor? = nil) throws -> DeviceTensor {
+        let spec = try LinearAttentionSpec(qk: qk.shape, v: v.shape, height: height, width: width, heads: heads,
+                                           lepeWeight: lepe.weightShape, lepeBias: lepe.bias.map { _ in [lepe.outChannels] } ?? [lepe.outChannels])
+        guard lepe.depthwise else {
+            throw MilaError.invalidArgument(op: "linear_attention", message: "lepe weights must be depthwise (C, 1, 3, 3)")
+        }
+        let (batch, l, c, d) = (spec.batch, spec.tokens, spec.channels, spec.headDim)
+        let (rotY, rotX) = try ropeTables(height: height, width: width, channels: c)
+        defer { recycle(rotY); recycle(rotX) }
+        let chunks = ceilDiv(l, Self.attentionChunk)
+        let kvPart = try buffer(count: batch * chunks * c * d)
+        let kPart = try buffer(count: batch * chunks * c)
+        let kv = try buffer(count: batch * c * d)
+        let kMean = try buffer(count: batch * c)
+        defer { for b in [kvPart, kPart, kv, kMean] { recycle(b) } }
+        let defines = ["DHEAD=\(d)"]
+        try launch(try kernel(.linearAttention, "la_kv_partial", defines: defines), global: [c, chunks, batch],
+                   arguments: [.int(Int32(l)), .int(Int32(width)), .int(Int32(c)), .int(Int32(Self.attentionChunk)),
+                               .buffer(qk.buffer), .buffer(v.buffer), .buffer(rotY), .buffer(rotX), .buffer(kvPart), .buffer(kPart)])
+        try reduceChunks(kvPart, elements: c * d, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kv)
+        try reduceChunks(kPart, elements: c, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kMean)
+        let attention = try empty(spec.outputShape)
+        defer { recycle(attention) }
+        try launch(try kernel(.linearAttention, "la_output", defines: defines), global: [heads, l, batch],
+                   arguments: [.int(Int32(l)), .int(Int32(width)), .int(Int32(c)), .buffer(qk.buffer), .buffer(rotY), .buffer(rotX),
+                               .buffer(kv), .buffer(kMean), .buffer(attention.buffer)])
+        // LePE: out = attention + dwconv3x3(v), v seen as the (B, H, W, C) map.
+        let vMap = DeviceTensor(buffer: v.buffer, shape: [batch, height, width, c])
+        let result = try output ?? empty(spec.outputShape)
+        let mapOut = DeviceTensor(buffer: result.buffer, shape: [batch, height, width, c])
+        let attentionMap = DeviceTensor(buffer: attention.buffer, shape: [batch, height, width, c])
+        _ = try conv3x3(vMap, lepe, stride: 1, residual: attentionMap, output: mapOut)
+        return DeviceTensor(buffer: result.buffer, shape: spec.outputShape)
+    }
+
+    /// RoPE (cos, sin) tables in float64 rounded to float: rotY (H, C/4, 2), rotX (W, C/4, 2).
+    func ropeTables(height: Int, width: Int, channels: Int) throws -> (CLBuffer, CLBuffer) {
+        let kMax = channels / 4
+        func table(_ positions: Int) -> [Float] {
+            var values = [Float](repeating: 0, count: positions * kMax * 2)
+            for position in 0..<positions {
+                for m in 0..<kMax {
+                    let angle = Double(position) * RoPE.theta(m, channels: channels)
+                    values[(position * kMax + m) * 2] = Float(cos(angle))
+                    values[(position * kMax + m) * 2 + 1] = Float(sin(angle))
+                }
+            }
+            return values
+        }
+        return (try upload(table(height)), try upload(table(width)))
+    }
+}

@@ -1,0 +1,36 @@
+import MilaCore
+
+/// LayerNorm parameters on the device.
+public struct LayerNormWeights {
+    public let channels: Int
+    let weight: CLBuffer
+    let bias: CLBuffer
+
+    public init(context: CLContext, weight: Tensor, bias: Tensor) throws {
+        guard weight.shape.count == 1, bias.shape == weight.shape else {
+            throw MilaError.shapeMismatch(op: "layernorm", tensor: "bias", expected: Shape.describe(weight.shape), actual: bias.shape)
+        }
+        channels = weight.shape[0]
+        self.weight = try context.upload(weight.data)
+        self.bias = try context.upload(bias.data)
+    }
+}
+
+extension CLContext {
+    /// LayerNorm over the last dimension of x (..., C).
+    public func layerNorm(_ x: DeviceTensor, _ weights: LayerNormWeights, eps: Float = 1e-5,
+                          output: DeviceTensor? = nil) throws -> DeviceTensor {
+        let spec = try LayerNormSpec(input: x.shape, weight: [weights.channels], bias: [weights.channels])
+        let y = try output ?? empty(x.shape)
+        let arguments: [KernelArgument] = [.int(Int32(spec.rows)), .int(Int32(spec.channels)), .float(eps), .buffer(x.buffer),
+                                           .buffer(weights.weight), .buffer(weights.bias), .buffer(y.buffer)]
+        if variant == .gpu {
+            let groupSize = 64
+            try launch(try kernel(.layernorm, "layernorm_wg", defines: ["LN_WG=\(groupSize)"]),
+                       global: [groupSize * spec.rows], local: [groupSize], arguments: arguments)
+        } else {
+            try launch(try kernel(.layernorm, "layernorm_rows"), global: [spec.rows], arguments: arguments)
+        }
+        return y
+    }
+}

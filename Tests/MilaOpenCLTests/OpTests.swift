@@ -1,0 +1,163 @@
+import MilaCore
+import MilaOpenCL
+import MilaReference
+import Testing
+
+// Every op against its Float64 CPU reference on random inputs of awkward sizes: odd H and W,
+// channel counts that are not multiples of the vector width or work-group size, L = 1, stride 2
+// on odd sizes. Each variant (cpu, gpu) runs on the device that is here (PoCL in CI).
+
+@Suite("GEMM") struct GemmTests {
+    static let cases: [GemmCase] = [
+        GemmCase(m: 1, k: 1, n: 1),
+        GemmCase(m: 5, k: 3, n: 7, activation: .relu),
+        GemmCase(m: 197, k: 65, n: 150, activation: .gelu, residual: true, multiply: true),
+        GemmCase(m: 63, k: 128, n: 64, activation: .silu, multiply: true),
+        GemmCase(m: 130, k: 257, n: 200, activation: .relu, residual: true),
+        GemmCase(m: 49, k: 512, n: 130, activation: .gelu, bias: false),
+        GemmCase(m: 196, k: 256, n: 512, activation: .gelu),
+        GemmCase(m: 7, k: 2048, n: 33, residual: true),
+    ]
+
+    @Test("own kernels", arguments: cases, [GemmProvider.register, .tiled])
+    func ownKernels(_ c: GemmCase, provider: GemmProvider) throws {
+        try checkGemm(try TestDevice.context(), c, provider: provider)
+    }
+
+    @Test("CLBlast provider with the epilogue kernel", arguments: [cases[2], cases[4]])
+    func clblast(_ c: GemmCase) throws {
+        try checkGemm(try TestDevice.context(), c, provider: .clblast)
+    }
+
+    @Test func rejectsMismatchedShapes() throws {
+        let context = try TestDevice.context()
+        let weights = try GemmWeights(context: context, weight: try Tensor(zeros: [4, 6]), bias: nil)
+        let x = try context.upload(try Tensor(zeros: [3, 5]))
+        #expect(throws: MilaError.shapeMismatch(op: "gemm", tensor: "weight", expected: "(4, 5)", actual: [4, 6])) {
+            try context.gemm(x, weights)
+        }
+        let good = try context.upload(try Tensor(zeros: [3, 6]))
+        let residual = try context.upload(try Tensor(zeros: [3, 5]))
+        #expect(throws: MilaError.shapeMismatch(op: "gemm", tensor: "residual", expected: "(3, 4)", actual: [3, 5])) {
+            try context.gemm(good, weights, residual: residual)
+        }
+    }
+}
+
+@Suite("Convolutions") struct ConvolutionTests {
+    static let dense: [ConvCase] = [
+        ConvCase(height: 9, width: 7, inChannels: 3, outChannels: 32, stride: 2, activation: .relu),
+        ConvCase(batch: 2, height: 7, width: 5, inChannels: 5, outChannels: 19, stride: 1, activation: .relu, residual: true),
+        ConvCase(height: 11, width: 13, inChannels: 16, outChannels: 37, stride: 2),
+        ConvCase(height: 1, width: 1, inChannels: 3, outChannels: 16, stride: 1),
+        ConvCase(height: 3, width: 5, inChannels: 32, outChannels: 256, stride: 2, activation: .relu),
+        ConvCase(height: 28, width: 28, inChannels: 32, outChannels: 32, stride: 1, activation: .relu, residual: true),
+    ]
+    static let depthwise: [ConvCase] = [
+        ConvCase(height: 7, width: 9, inChannels: 64, outChannels: 64, stride: 1, depthwise: true, residual: true),
+        ConvCase(batch: 2, height: 5, width: 3, inChannels: 37, outChannels: 37, stride: 1, depthwise: true, activation: .silu),
+        ConvCase(height: 11, width: 13, inChannels: 20, outChannels: 20, stride: 2, depthwise: true, activation: .relu),
+        ConvCase(height: 1, width: 1, inChannels: 16, outChannels: 16, stride: 1, depthwise: true),
+        ConvCase(height: 15, width: 17, inChannels: 48, outChannels: 48, stride: 2, depthwise: true, activation: .relu, residual: true),
+        ConvCase(batch: 2, height: 2, width: 1, inChannels: 32, outChannels: 32, stride: 2, depthwise: true, activation: .silu),
+        ConvCase(height: 56, width: 56, inChannels: 64, outChannels: 64, stride: 1, depthwise: true, activation: .silu),
+    ]
+
+    @Test("dense 3x3", arguments: dense, KernelVariant.allCases)
+    func dense(_ c: ConvCase, variant: KernelVariant) throws { try checkConv(try TestDevice.context(variant), c) }
+
+    @Test("depthwise 3x3", arguments: depthwise, KernelVariant.allCases)
+    func depthwise(_ c: ConvCase, variant: KernelVariant) throws { try checkConv(try TestDevice.context(variant), c) }
+
+    @Test func rejectsBadArguments() throws {
+        let context = try TestDevice.context()
+        let weights = try Conv3x3Weights(context: context, weight: try Tensor(zeros: [8, 1, 3, 3]), bias: nil, depthwise: true)
+        let x = try context.upload(try Tensor(zeros: [1, 4, 4, 8]))
+        #expect(throws: MilaError.invalidArgument(op: "dwconv3x3", message: "stride 3; only 1 and 2 are supported")) {
+            try context.conv3x3(x, weights, stride: 3)
+        }
+        let wrong = try context.upload(try Tensor(zeros: [1, 4, 4, 7]))
+        #expect(throws: MilaError.self) { try context.conv3x3(wrong, weights, stride: 1) }
+        #expect(throws: MilaError.self) {
+            try Conv3x3Weights(context: context, weight: try Tensor(zeros: [8, 2, 3, 3]), bias: nil, depthwise: true)
+        }
+    }
+}
+
+@Suite("LayerNorm") struct LayerNormTests {
+    static let shapes: [(rows: Int, channels: Int, offset: Float)] = [
+        (1, 1, 0), (1, 64, 0), (197, 96, 0), (5, 1000, 0), (3, 37, 100),
+    ]
+
+    @Test("layernorm", arguments: KernelVariant.allCases)
+    func layerNorm(variant: KernelVariant) throws {
+        for s in Self.shapes { try checkLayerNorm(try TestDevice.context(variant), rows: s.rows, channels: s.channels, offset: s.offset) }
+    }
+}
+
+@Suite("Linear attention") struct LinearAttentionTests {
+    static let cases: [AttentionCase] = [
+        AttentionCase(height: 1, width: 1, channels: 4, heads: 1),
+        AttentionCase(height: 3, width: 5, channels: 8, heads: 2),
+        AttentionCase(batch: 2, height: 5, width: 7, channels: 16, heads: 2),
+        AttentionCase(height: 7, width: 9, channels: 16, heads: 4),
+        AttentionCase(height: 4, width: 3, channels: 12, heads: 4),   // d = 3: RoPE pairs straddle heads
+        AttentionCase(height: 13, width: 15, channels: 24, heads: 2),
+        AttentionCase(height: 14, width: 14, channels: 64, heads: 2), // MLLA head dim 32, L = 196
+    ]
+
+    @Test("linear attention", arguments: cases)
+    func attention(_ c: AttentionCase) throws { try checkLinearAttention(try TestDevice.context(), c) }
+
+    @Test("linear attention at L = 65536 (1024 px stage 0)")
+    func largeL() throws {
+        try checkLinearAttention(try TestDevice.context(), AttentionCase(height: 256, width: 256, channels: 8, heads: 2))
+    }
+
+    @Test func rejectsBadArguments() throws {
+        let context = try TestDevice.context()
+        let lepe = try Conv3x3Weights(context: context, weight: try Tensor(zeros: [6, 1, 3, 3]), bias: try Tensor(zeros: [6]), depthwise: true)
+        let qk = try context.upload(try Tensor(zeros: [1, 4, 12])), v = try context.upload(try Tensor(zeros: [1, 4, 6]))
+        #expect(throws: MilaError.invalidArgument(op: "linear_attention", message: "channels 6 must be a multiple of 4 for 2-D RoPE")) {
+            try context.linearAttention(qk: qk, v: v, height: 2, width: 2, heads: 2, lepe: lepe)
+        }
+        #expect(throws: MilaError.self) {
+            try context.linearAttention(qk: qk, v: v, height: 1, width: 2, heads: 2, lepe: lepe)
+        }
+    }
+}
+
+@Suite("Reductions and elementwise") struct ReductionTests {
+    @Test func meanTokens() throws {
+        let context = try TestDevice.context()
+        try checkMeanTokens(context, batch: 1, tokens: 1, channels: 3)
+        try checkMeanTokens(context, batch: 2, tokens: 197, channels: 37)
+        try checkMeanTokens(context, batch: 1, tokens: 65536, channels: 16, offset: 10)
+    }
+
+    @Test(arguments: [ElementwiseOp.add, .multiply])
+    func elementwise(_ op: ElementwiseOp) throws {
+        let context = try TestDevice.context()
+        try checkElementwise(context, shape: [1], op: op)
+        try checkElementwise(context, shape: [3, 37], op: op)
+        #expect(throws: MilaError.self) {
+            try context.elementwise(try context.upload(try Tensor(zeros: [2])), try context.upload(try Tensor(zeros: [3])), op)
+        }
+    }
+
+    @Test(arguments: Activation.allCases)
+    func activation(_ activation: Activation) throws {
+        let context = try TestDevice.context()
+        try checkActivation(context, activation, count: 4099, range: -10...10)
+        try checkActivation(context, activation, count: 1001, range: -100...100)
+        try checkActivation(context, activation, count: 1001, range: -1e-3...1e-3)
+    }
+
+    @Test func pad() throws {
+        let context = try TestDevice.context()
+        try checkPad(context, shape: [1, 3, 5, 7], height: 4, width: 6)
+        try checkPad(context, shape: [2, 1, 1, 16], height: 2, width: 2)
+        try checkPad(context, shape: [1, 2, 2, 3], height: 2, width: 2)
+        #expect(throws: MilaError.self) { try context.padBottomRight(try context.upload(try Tensor(zeros: [1, 3, 3, 1])), height: 2, width: 3) }
+    }
+}
