@@ -8,9 +8,12 @@ extension KernelSource {
     /// The kernel text to compile: from `$MILA_KERNEL_DIR/<file>` when that variable is set,
     /// else the copy embedded at build time.
     public func text() throws -> String {
-        guard let folder = ProcessInfo.processInfo.environment[Self.folderEnvironmentVariable],
-              !folder.isEmpty
-        else { return embeddedText }
+        try text(folder: ProcessInfo.processInfo.environment[Self.folderEnvironmentVariable])
+    }
+
+    /// The kernel text from `folder` when given (and not empty), else the embedded copy.
+    public func text(folder: String?) throws -> String {
+        guard let folder, !folder.isEmpty else { return embeddedText }
         let path = URL(fileURLWithPath: folder).appendingPathComponent(rawValue).path
         do {
             return try String(contentsOfFile: path, encoding: .utf8)
@@ -24,16 +27,14 @@ extension KernelSource {
         Self.entryPoints(in: embeddedText)
     }
 
+    /// Finds `__kernel [__attribute__((...))] void NAME(` declarations, across line breaks.
     static func entryPoints(in text: String) -> [String] {
-        var names: [String] = []
-        for line in text.split(separator: "\n") {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            guard trimmed.hasPrefix("__kernel") || trimmed.hasPrefix("kernel ") else { continue }
-            guard let open = trimmed.firstIndex(of: "(") else { continue }
-            let head = trimmed[..<open].split(separator: " ")
-            if let name = head.last { names.append(String(name)) }
+        let pattern = #"(?:__kernel|\bkernel)\s+(?:__attribute__\s*\(\((?:[^()]|\([^()]*\))*\)\)\s*)*void\s+([A-Za-z_][A-Za-z0-9_]*)\s*\("#
+        guard let regex = try? NSRegularExpression(pattern: pattern) else { return [] }
+        let range = NSRange(text.startIndex..., in: text)
+        return regex.matches(in: text, range: range).compactMap { match in
+            Range(match.range(at: 1), in: text).map { String(text[$0]) }
         }
-        return names
     }
 }
 

@@ -1,5 +1,6 @@
 import COpenCL
 import Foundation
+import MilaCore
 import MilaKernels
 
 /// One argument of a kernel launch.
@@ -180,6 +181,15 @@ public final class CLContext: @unchecked Sendable {
         return program
     }
 
+    /// Builds OpenCL C `text` (with common.cl prepended) without caching it: for tools and tests
+    /// that check a source compiles. Throws `CLError` with the build log when it does not.
+    public func compile(text: String, file: String, defines: [String] = []) throws {
+        let options = ([Self.baseOptions] + defines.map { "-D\($0)" }).joined(separator: " ")
+        lock.lock(); defer { lock.unlock() }
+        let program = try programFromSource(try KernelSource.common.text() + "\n" + text, file: file, options: options)
+        clReleaseProgram(program)
+    }
+
     private func programFromSource(_ text: String, file: String, options: String) throws -> cl_program {
         var status: cl_int = 0
         let program: cl_program? = text.withCString { cString in
@@ -271,6 +281,9 @@ public final class CLContext: @unchecked Sendable {
             }
             try CLError.check(status, "clSetKernelArg", context: "\(kernel.name) argument \(index)")
         }
+        if let local {
+            try WorkGroupLimit.check(local: local, maximum: device.maxWorkGroupSize, kernel: kernel.name, device: device.name)
+        }
         var globalSize = global.map { max($0, 1) }
         if let local {
             globalSize = zip(globalSize, local).map { ($0 + $1 - 1) / $1 * $1 }
@@ -306,5 +319,15 @@ public final class CLContext: @unchecked Sendable {
     func withQueueLock<T>(_ body: () throws -> T) rethrows -> T {
         lock.lock(); defer { lock.unlock() }
         return try body()
+    }
+}
+
+/// A kernel that needs a larger work-group than the device allows is reported before launch.
+public enum WorkGroupLimit {
+    public static func check(local: [Int], maximum: Int, kernel: String, device: String) throws {
+        let size = local.reduce(1, *)
+        guard size <= maximum else {
+            throw MilaError.unsupported(op: kernel, message: "needs work-groups of \(size) work-items; \(device) allows at most \(maximum)")
+        }
     }
 }

@@ -51,7 +51,15 @@ public enum CLDiscovery {
     }
 
     /// All platforms with their devices. An empty list means no ICD is installed.
+    /// Discovered once per process (a Swift static is initialised exactly once, under a lock):
+    /// concurrent first calls into the ICD loader were seen to return no platforms.
     public static func platforms() throws -> [CLPlatformInfo] {
+        try discovered.get()
+    }
+
+    private static let discovered: Result<[CLPlatformInfo], Error> = Result { try discover() }
+
+    private static func discover() throws -> [CLPlatformInfo] {
         configureEnvironment()
         var count: cl_uint = 0
         let status = clGetPlatformIDs(0, nil, &count)

@@ -1,0 +1,153 @@
+import Foundation
+import MilaCore
+import MilaKernels
+import MilaOpenCL
+import Testing
+
+@Suite("OpenCL runtime") struct RuntimeTests {
+    @Test func errorsNameTheCallAndStatus() {
+        let error = CLError(call: "clEnqueueNDRangeKernel", status: -5)
+        #expect(error.description == "clEnqueueNDRangeKernel failed with CL_OUT_OF_RESOURCES")
+        #expect(CLError.name(of: -11) == "CL_BUILD_PROGRAM_FAILURE")
+        #expect(CLError.name(of: -9999) == "CL_UNKNOWN_ERROR(-9999)")
+    }
+
+    @Test func failedBuildCarriesItsLog() throws {
+        let context = try TestDevice.context()
+        do {
+            try context.compile(text: "__kernel void broken(__global float* x) { x[0] = undefined_name; }", file: "broken.cl")
+            Issue.record("a kernel with an undefined name compiled")
+        } catch let error as CLError {
+            #expect(error.statusName == "CL_BUILD_PROGRAM_FAILURE")
+            #expect(error.buildLog?.contains("undefined_name") == true)
+            #expect(error.description.contains("build log"))
+        }
+    }
+
+    @Test func deviceSelection() throws {
+        let platforms = try CLDiscovery.platforms()
+        let devices = platforms.flatMap(\.devices)
+        try #require(!devices.isEmpty)
+        let first = devices[0]
+        #expect(try CLDiscovery.select("0", from: platforms).name == first.name)
+        #expect(try CLDiscovery.select(first.selector, from: platforms).name == first.name)
+        let needle = String(first.name.prefix(6)).uppercased()
+        #expect(try CLDiscovery.select(needle, from: platforms).name == first.name)
+        #expect(throws: CLDiscoveryError.self) { try CLDiscovery.select("no-such-device-xyz", from: platforms) }
+        #expect(throws: CLDiscoveryError.self) { try CLDiscovery.select("\(devices.count)", from: platforms) }
+        #expect(throws: CLDiscoveryError.self) { try CLDiscovery.select("0", from: []) }
+        #expect(CLDiscoveryError.noDevice.description.contains("pocl-opencl-icd"))
+    }
+
+    @Test func workGroupLimitIsCheckedBeforeLaunch() {
+        #expect(throws: MilaError.unsupported(op: "gemm_tiled", message: "needs work-groups of 256 work-items; tiny allows at most 128")) {
+            try WorkGroupLimit.check(local: [16, 16], maximum: 128, kernel: "gemm_tiled", device: "tiny")
+        }
+        #expect(throws: Never.self) { try WorkGroupLimit.check(local: [16, 16], maximum: 256, kernel: "gemm_tiled", device: "big") }
+    }
+
+    @Test func buffersAreReused() throws {
+        let context = try CLContext(device: try TestDevice.context().device)
+        let a = try context.buffer(count: 1234)
+        context.recycle(a)
+        let b = try context.buffer(count: 1234)
+        #expect(a === b)
+        #expect(context.poolStatistics.reuses == 1)
+        #expect(throws: CLError.self) { try context.buffer(count: 0) }
+        #expect(throws: CLError.self) { try context.download(b, count: 2000) }
+    }
+
+    @Test func diskCacheRebuildsDamagedEntries() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mila-cache-test-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let cache = ProgramDiskCache(folder: folder)
+        let device = try TestDevice.context().device
+        func runAdd() throws -> [Float] {
+            let context = try CLContext(device: device, variant: .cpu, diskCache: cache)
+            let a = try context.upload([1, 2, 3]), b = try context.upload([10, 20, 30])
+            let y = try context.elementwise(DeviceTensor(buffer: a, shape: [3]), DeviceTensor(buffer: b, shape: [3]), .add)
+            return try context.download(y).data
+        }
+        #expect(try runAdd() == [11, 22, 33])
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".clbin") }
+        #expect(files.count == 1)
+        let path = folder.appendingPathComponent(files[0])
+        let stored = try Data(contentsOf: path)
+
+        // A flipped payload byte fails the checksum: ignored, rebuilt, rewritten.
+        var damaged = stored
+        damaged[damaged.count - 1] ^= 0xFF
+        try damaged.write(to: path)
+        #expect(try runAdd() == [11, 22, 33])
+        #expect(try Data(contentsOf: path) == stored)
+
+        // A well-formed entry whose binary the driver refuses is rebuilt from source too.
+        let key = Array(stored[8..<24])
+        cache.store(key: key, binary: Array("not a program binary".utf8))
+        #expect(cache.load(key: key) != nil)
+        #expect(try runAdd() == [11, 22, 33])
+
+        // A truncated file is ignored.
+        try Data(stored.prefix(20)).write(to: path)
+        #expect(cache.load(key: key) == nil)
+
+        // The key covers device, driver, options and source.
+        let base = ProgramDiskCache.key(deviceName: "d", driverVersion: "1", source: "s", options: "o")
+        #expect(base != ProgramDiskCache.key(deviceName: "d", driverVersion: "2", source: "s", options: "o"))
+        #expect(base != ProgramDiskCache.key(deviceName: "d", driverVersion: "1", source: "s2", options: "o"))
+        #expect(base != ProgramDiskCache.key(deviceName: "d", driverVersion: "1", source: "s", options: "o -DX"))
+    }
+
+    @Test func kernelsLoadFromAFolderWhenAsked() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mila-kernels-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try "// edited\n".write(to: folder.appendingPathComponent("eltwise.cl"), atomically: true, encoding: .utf8)
+        #expect(try KernelSource.eltwise.text(folder: folder.path) == "// edited\n")
+        #expect(try KernelSource.eltwise.text(folder: nil) == KernelSource.eltwise.embeddedText)
+        #expect(throws: KernelFileError.self) { try KernelSource.gemm.text(folder: folder.path) }
+    }
+}
+
+/// Fails when a `__kernel` in Kernels/ has no exercise here, or its exercise does not launch it.
+/// Each exercise is a small instance of the op tests' checks (so the result is checked too).
+@Suite("Kernel coverage") struct KernelCoverageTests {
+    static let exercises: [String: (variant: KernelVariant, run: (CLContext) throws -> Void)] = [
+        "gemm_reg": (.cpu, { try checkGemm($0, GemmCase(m: 5, k: 7, n: 9, activation: .gelu), provider: .register) }),
+        "gemm_tiled": (.gpu, { try checkGemm($0, GemmCase(m: 5, k: 7, n: 9, activation: .silu), provider: .tiled) }),
+        "gemm_epilogue": (.cpu, { try checkGemm($0, GemmCase(m: 5, k: 7, n: 9, residual: true), provider: .clblast) }),
+        "conv3x3": (.cpu, { try checkConv($0, ConvCase(height: 5, width: 3, inChannels: 3, outChannels: 5, stride: 2)) }),
+        "dwconv3x3": (.cpu, { try checkConv($0, ConvCase(height: 5, width: 3, inChannels: 8, outChannels: 8, stride: 1, depthwise: true)) }),
+        "layernorm_rows": (.cpu, { try checkLayerNorm($0, rows: 3, channels: 5) }),
+        "layernorm_wg": (.gpu, { try checkLayerNorm($0, rows: 3, channels: 5) }),
+        "token_sum_partial": (.cpu, { try checkMeanTokens($0, batch: 1, tokens: 3, channels: 2) }),
+        "reduce_chunks": (.cpu, { try checkMeanTokens($0, batch: 1, tokens: 3, channels: 2) }),
+        "la_kv_partial": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 8, heads: 2)) }),
+        "la_output": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 8, heads: 2)) }),
+        "eltwise_binary": (.cpu, { try checkElementwise($0, shape: [5], op: .multiply) }),
+        "eltwise_activation": (.cpu, { try checkActivation($0, .gelu, count: 7, range: -3...3) }),
+        "pad_bottom_right": (.cpu, { try checkPad($0, shape: [1, 1, 2, 3], height: 2, width: 3) }),
+    ]
+
+    @Test func everyEntryPointHasAnExercise() {
+        let declared = Set(KernelSource.allCases.flatMap(\.entryPoints))
+        #expect(!declared.isEmpty)
+        let missing = declared.subtracting(Self.exercises.keys).sorted()
+        let stale = Set(Self.exercises.keys).subtracting(declared).sorted()
+        #expect(missing.isEmpty, "kernel entry points with no test: \(missing)")
+        #expect(stale.isEmpty, "exercises for kernels that no longer exist: \(stale)")
+    }
+
+    @Test(arguments: exercises.keys.sorted())
+    func exerciseLaunchesItsKernel(_ name: String) throws {
+        let exercise = try #require(Self.exercises[name])
+        let context = try CLContext(device: try TestDevice.context().device, variant: exercise.variant)
+        try exercise.run(context)
+        #expect(context.launchedKernelNames.contains(name), "\(name) was not launched by its exercise")
+    }
+
+    @Test func entryPointsAreParsed() {
+        #expect(KernelSource.gemm.entryPoints == ["gemm_reg", "gemm_tiled", "gemm_epilogue"])
+        #expect(KernelSource.common.entryPoints.isEmpty)
+    }
+}
