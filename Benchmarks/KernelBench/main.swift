@@ -1,1 +1,339 @@
-print("placeholder")
+// mila-kernel-bench: checks every kernel and variant against the CPU reference on the MLLA-T
+// shapes (224 and 1024 input), then times them from OpenCL profiling events (median of
+// several runs) and prints ms and GFLOP/s or GB/s.
+//
+//   swift run -c release mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only NAME]
+//
+// GFLOP/s counts a multiply-add as 2 FLOPs (formulas in MilaCore's specs: GEMM 2MKN, dense conv
+// 18 Cin per output, depthwise 18 per output). GB/s counts the bytes of the op's input and
+// output tensors once (weights not counted), as in ../shared/notes/opencl-pocl.md.
+
+import Foundation
+import MilaCore
+import MilaOpenCL
+import MilaReference
+
+struct Options {
+    var resolutions = [224, 1024]
+    var runs = 10
+    var only: String?
+
+    init(_ arguments: [String]) throws {
+        var rest = arguments[...]
+        while let flag = rest.popFirst() {
+            switch flag {
+            case "--resolution":
+                guard let value = rest.popFirst() else { throw BenchError.usage("--resolution needs 224, 1024 or all") }
+                resolutions = value == "all" ? [224, 1024] : value.split(separator: ",").compactMap { Int($0) }
+            case "--runs":
+                guard let value = rest.popFirst().flatMap({ Int($0) }), value > 0 else { throw BenchError.usage("--runs needs a positive number") }
+                runs = value
+            case "--only":
+                only = rest.popFirst()
+            case "-h", "--help":
+                throw BenchError.usage("")
+            default:
+                throw BenchError.usage("unknown argument \(flag)")
+            }
+        }
+    }
+}
+
+enum BenchError: Error, CustomStringConvertible {
+    case usage(String)
+    case mismatch(String)
+    var description: String {
+        switch self {
+        case let .usage(message):
+            return (message.isEmpty ? "" : "\(message)\n")
+                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|mean]"
+        case let .mismatch(message): return message
+        }
+    }
+}
+
+/// One timed case: a prepared op (inputs on the device) that it can run and read back.
+struct Case {
+    let context: CLContext   // the queue it runs on (per kernel variant)
+    let family: String
+    let shape: String
+    let variant: String
+    let flops: Double
+    let bytes: Double
+    let weight: Int          // how many times the shape occurs in one forward pass
+    let run: () throws -> Void
+    let output: () throws -> Tensor
+    let expected: () throws -> Tensor
+    let tolerance: Double    // max |error| / max |expected|
+}
+
+func relativeMaxError(_ a: Tensor, _ e: Tensor) -> Double {
+    var maxError = 0.0, maxValue = 0.0
+    for i in 0..<a.count {
+        let error = abs(Double(a.data[i]) - Double(e.data[i]))
+        maxError = error.isNaN ? .infinity : max(maxError, error)
+        maxValue = max(maxValue, abs(Double(e.data[i])))
+    }
+    return maxError / max(maxValue, 1e-30)
+}
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+}
+
+func commit() -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["git", "rev-parse", "--short", "HEAD"]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = FileHandle.nullDevice
+    guard (try? process.run()) != nil else { return "unknown" }
+    process.waitUntilExit()
+    let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    return text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? "unknown" : text.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// Reference results are cached per input so each variant is checked against the same one.
+final class ReferenceCache {
+    private var values: [String: Tensor] = [:]
+    func value(_ key: String, _ make: () throws -> Tensor) rethrows -> Tensor {
+        if let v = values[key] { return v }
+        let v = try make()
+        values[key] = v
+        return v
+    }
+}
+
+// MARK: MLLA-T shapes
+
+struct Stage { let channels: Int, height: Int, width: Int, blocks: Int, heads: Int }
+
+func stages(resolution: Int) -> [Stage] {
+    let base = resolution / 4
+    return (0..<4).map { s in
+        let size = (base + (1 << s) - 1) >> s
+        return Stage(channels: 64 << s, height: size, width: size, blocks: [2, 4, 8, 4][s], heads: [2, 4, 8, 16][s])
+    }
+}
+
+/// (M, K, N, occurrences per forward) of every linear layer / 1x1 conv of MLLA-T.
+func gemmShapes(resolution: Int) -> [(m: Int, k: Int, n: Int, count: Int)] {
+    var shapes: [String: (m: Int, k: Int, n: Int, count: Int)] = [:]
+    func add(_ m: Int, _ k: Int, _ n: Int, _ count: Int) {
+        let key = "\(m)x\(k)x\(n)"
+        shapes[key] = (m, k, n, (shapes[key]?.count ?? 0) + count)
+    }
+    let st = stages(resolution: resolution)
+    add(st[0].height * st[0].width, 256, 64, 1)  // stem conv3.1
+    for (s, stage) in st.enumerated() {
+        let (l, c, b) = (stage.height * stage.width, stage.channels, stage.blocks)
+        add(l, c, c, 3 * b)      // act_proj, in_proj, out_proj
+        add(l, c, 2 * c, b)      // attn.qk
+        add(l, c, 4 * c, b)      // mlp.fc1
+        add(l, 4 * c, c, b)      // mlp.fc2
+        if s < 3 {
+            add(l, c, 8 * c, 1)  // downsample conv.0
+            let next = st[s + 1]
+            add(next.height * next.width, 8 * c, 2 * c, 1)  // downsample conv.2
+        }
+    }
+    return shapes.values.sorted { ($0.m, $0.k, $0.n) > ($1.m, $1.k, $1.n) }
+}
+
+// MARK: Cases
+
+func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resolution: Int, references: ReferenceCache, only: String?) throws -> [Case] {
+    var cases: [Case] = []
+    func wanted(_ family: String) -> Bool { only == nil || only == family }
+    var seed: UInt64 = 1
+    func random(_ shape: [Int], _ range: ClosedRange<Float> = -1...1) throws -> Tensor {
+        seed += 1
+        return try Tensor(randomUniform: shape, in: range, seed: seed)
+    }
+    let st = stages(resolution: resolution)
+
+    if wanted("gemm") {
+        for shape in gemmShapes(resolution: resolution) {
+            let x = try random([shape.m, shape.k]), w = try random([shape.n, shape.k], -0.2...0.2), b = try random([shape.n])
+            let key = "gemm \(shape)"
+            let weights = try GemmWeights(context: context, weight: w, bias: b)
+            let input = try context.upload(x)
+            let output = try context.empty([shape.m, shape.n])
+            for provider in GemmProvider.allCases {
+                if provider == .tiled && resolution > 224 { continue }  // ~26x slower on CPUs; checked at 224
+                cases.append(Case(
+                    context: context, family: "gemm", shape: "M=\(shape.m) K=\(shape.k) N=\(shape.n)", variant: provider.rawValue,
+                    flops: 2 * Double(shape.m * shape.k * shape.n), bytes: 4 * Double(shape.m * (shape.k + shape.n)), weight: shape.count,
+                    run: { _ = try context.gemm(input, weights, activation: .gelu, provider: provider, output: output) },
+                    output: { try context.download(output) },
+                    expected: { try references.value(key) { try Reference.gemm(x, weight: w, bias: b, activation: .gelu) } },
+                    tolerance: 2e-5))
+            }
+        }
+    }
+    if wanted("conv3x3") {
+        let size = resolution / 2
+        let stem: [(h: Int, cin: Int, cout: Int, stride: Int, name: String)] = [
+            (resolution, 3, 32, 2, "conv1"), (size, 32, 32, 1, "conv2.x"), (size, 32, 256, 2, "conv3.0"),
+        ]
+        for conv in stem {
+            let x = try random([1, conv.h, conv.h, conv.cin]), w = try random([conv.cout, conv.cin, 3, 3], -0.3...0.3), b = try random([conv.cout])
+            let key = "conv \(conv)"
+            let ho = Shape.conv3x3Output(conv.h, stride: conv.stride)
+            for variant in KernelVariant.allCases {
+                let variantContext = contexts[variant]!
+                let input = try variantContext.upload(x)
+                let weights = try Conv3x3Weights(context: variantContext, weight: w, bias: b, depthwise: false)
+                let output = try variantContext.empty([1, ho, ho, conv.cout])
+                cases.append(Case(
+                    context: variantContext, family: "conv3x3", shape: "\(conv.name) \(conv.h)x\(conv.h)x\(conv.cin)->\(conv.cout) s\(conv.stride)",
+                    variant: variant.rawValue,
+                    flops: Double(ho * ho * conv.cout) * 18 * Double(conv.cin), bytes: 4 * Double(conv.h * conv.h * conv.cin + ho * ho * conv.cout),
+                    weight: conv.name == "conv2.x" ? 2 : 1,
+                    run: { _ = try variantContext.conv3x3(input, weights, stride: conv.stride, activation: .relu, output: output) },
+                    output: { try variantContext.download(output) },
+                    expected: { try references.value(key) { try Reference.conv3x3(x, weight: w, bias: b, stride: conv.stride, depthwise: false, activation: .relu) } },
+                    tolerance: 2e-5))
+            }
+        }
+    }
+    if wanted("dwconv3x3") {
+        var shapes: [(h: Int, c: Int, stride: Int, count: Int)] = st.map { ($0.height, $0.channels, 1, 4 * $0.blocks) }
+        shapes += st.dropLast().map { ($0.height, 8 * $0.channels, 2, 1) }
+        for shape in shapes {
+            let x = try random([1, shape.h, shape.h, shape.c]), w = try random([shape.c, 1, 3, 3]), b = try random([shape.c])
+            let key = "dw \(shape)"
+            let ho = Shape.conv3x3Output(shape.h, stride: shape.stride)
+            for variant in KernelVariant.allCases {
+                let variantContext = contexts[variant]!
+                let input = try variantContext.upload(x)
+                let weights = try Conv3x3Weights(context: variantContext, weight: w, bias: b, depthwise: true)
+                let output = try variantContext.empty([1, ho, ho, shape.c])
+                cases.append(Case(
+                    context: variantContext, family: "dwconv3x3", shape: "\(shape.h)x\(shape.h)x\(shape.c) s\(shape.stride)", variant: variant.rawValue,
+                    flops: Double(ho * ho * shape.c) * 18, bytes: 4 * Double(shape.h * shape.h * shape.c + ho * ho * shape.c), weight: shape.count,
+                    run: { _ = try variantContext.conv3x3(input, weights, stride: shape.stride, activation: .silu, output: output) },
+                    output: { try variantContext.download(output) },
+                    expected: { try references.value(key) { try Reference.conv3x3(x, weight: w, bias: b, stride: shape.stride, depthwise: true, activation: .silu) } },
+                    tolerance: 2e-5))
+            }
+        }
+    }
+    if wanted("layernorm") {
+        for stage in st {
+            let rows = stage.height * stage.width
+            let x = try random([rows, stage.channels], -3...3), w = try random([stage.channels]), b = try random([stage.channels])
+            let key = "ln \(rows) \(stage.channels)"
+            for variant in KernelVariant.allCases {
+                let variantContext = contexts[variant]!
+                let input = try variantContext.upload(x)
+                let weights = try LayerNormWeights(context: variantContext, weight: w, bias: b)
+                let output = try variantContext.empty([rows, stage.channels])
+                cases.append(Case(
+                    context: variantContext, family: "layernorm", shape: "\(rows)x\(stage.channels)", variant: variant.rawValue,
+                    flops: 8 * Double(rows * stage.channels), bytes: 8 * Double(rows * stage.channels), weight: 2 * stage.blocks,
+                    run: { _ = try variantContext.layerNorm(input, weights, output: output) },
+                    output: { try variantContext.download(output) },
+                    expected: { try references.value(key) { try Reference.layerNorm(x, weight: w, bias: b) } },
+                    tolerance: 1e-5))
+            }
+        }
+    }
+    if wanted("attention") {
+        for stage in st {
+            let l = stage.height * stage.width, c = stage.channels
+            let qk = try random([1, l, 2 * c], -2...2), v = try random([1, l, c]), lw = try random([c, 1, 3, 3], -0.5...0.5), lb = try random([c])
+            let spec = try LinearAttentionSpec(qk: qk.shape, v: v.shape, height: stage.height, width: stage.width, heads: stage.heads,
+                                               lepeWeight: lw.shape, lepeBias: lb.shape)
+            let dQK = try context.upload(qk), dV = try context.upload(v)
+            let lepe = try Conv3x3Weights(context: context, weight: lw, bias: lb, depthwise: true)
+            let output = try context.empty([1, l, c])
+            cases.append(Case(
+                context: context, family: "attention", shape: "L=\(l) C=\(c) heads=\(stage.heads)", variant: "cpu+gpu",
+                flops: spec.flops, bytes: 4 * Double(l * 4 * c), weight: stage.blocks,
+                run: { _ = try context.linearAttention(qk: dQK, v: dV, height: stage.height, width: stage.width, heads: stage.heads, lepe: lepe, output: output) },
+                output: { try context.download(output) },
+                expected: {
+                    try Reference.linearAttention(qk: qk, v: v, height: stage.height, width: stage.width, heads: stage.heads, lepeWeight: lw, lepeBias: lb)
+                },
+                tolerance: 2e-5))
+        }
+    }
+    if wanted("mean") {
+        let last = st[3]
+        let l = last.height * last.width
+        let x = try random([1, l, last.channels])
+        let input = try context.upload(x)
+        var result: DeviceTensor?
+        cases.append(Case(
+            context: context, family: "mean", shape: "L=\(l) C=\(last.channels)", variant: "cpu+gpu",
+            flops: Double(l * last.channels), bytes: 4 * Double(l * last.channels), weight: 1,
+            run: { result.map { context.recycle($0) }; result = try context.meanTokens(input) },
+            output: { try context.download(result!) },
+            expected: { try Reference.meanTokens(x) },
+            tolerance: 2e-6))
+    }
+    return cases
+}
+
+// MARK: Main
+
+func main() throws {
+    let options = try Options(Array(CommandLine.arguments.dropFirst()))
+    CLDiscovery.configureEnvironment()
+    let context = try CLContext()
+    let device = context.device
+    var contexts: [KernelVariant: CLContext] = [:]
+    for variant in KernelVariant.allCases { contexts[variant] = try CLContext(device: device, variant: variant) }
+    print("device:   \(device.name) (\(device.platformName), driver \(device.driverVersion), \(device.openCLCVersion))")
+    print("options:  \(CLContext.baseOptions) + per-kernel defines (gemm_reg 4x64 float16 tile; conv VEC=16 XPW=4 cpu / VEC=4 XPW=1 gpu; dwconv VEC=16 XPW=8 cpu / VEC=4 XPW=1 gpu)")
+    print("env:      POCL_AFFINITY=\(ProcessInfo.processInfo.environment["POCL_AFFINITY"] ?? "unset"), commit \(commit()), runs \(options.runs) (median; device time from profiling events)")
+    let references = ReferenceCache()
+    for resolution in options.resolutions {
+        print("\n== MLLA-T shapes at \(resolution)x\(resolution) ==")
+        let cases = try makeCases(context, contexts: contexts, resolution: resolution, references: references, only: options.only)
+        print(pad("op", 10) + pad("shape", 30) + pad("variant", 10) + lpad("ms", 10) + lpad("GFLOP/s", 10) + lpad("GB/s", 9) + lpad("max err", 10))
+        var totals: [String: (seconds: Double, flops: Double, weightedSeconds: Double, weightedFlops: Double)] = [:]
+        for c in cases {
+            // Check first, then time.
+            try c.run()
+            let error = relativeMaxError(try c.output(), try c.expected())
+            guard error <= c.tolerance else {
+                throw BenchError.mismatch("\(c.family) \(c.shape) \(c.variant): max error \(error) of max |expected| exceeds \(c.tolerance)")
+            }
+            _ = try c.context.deviceTime { try c.run() }  // warm-up
+            var times: [Double] = []
+            let runs = c.variant == "tiled" ? min(options.runs, 3) : options.runs
+            for _ in 0..<runs { times.append(try c.context.deviceTime { try c.run() }) }
+            let ms = median(times) * 1e3
+            print(pad(c.family, 10) + pad(c.shape, 30) + pad(c.variant, 10) + lpad(String(format: "%.3f", ms), 10)
+                  + lpad(String(format: "%.1f", c.flops / ms * 1e-6), 10) + lpad(String(format: "%.1f", c.bytes / ms * 1e-6), 9)
+                  + lpad(String(format: "%.1e", error), 10))
+            let key = "\(c.family) \(c.variant)"
+            var total = totals[key] ?? (0, 0, 0, 0)
+            total.seconds += ms / 1e3
+            total.flops += c.flops
+            total.weightedSeconds += ms / 1e3 * Double(c.weight)
+            total.weightedFlops += c.flops * Double(c.weight)
+            totals[key] = total
+        }
+        print("\naggregate (distinct shapes, sum of FLOPs / sum of median times; per forward = weighted by occurrences in MLLA-T):")
+        for (key, total) in totals.sorted(by: { $0.key < $1.key }) {
+            print("  " + pad(key, 24) + String(format: "%8.2f ms  %7.1f GFLOP/s   per forward %8.2f ms  %7.1f GFLOP/s",
+                                               total.seconds * 1e3, total.flops / total.seconds * 1e-9,
+                                               total.weightedSeconds * 1e3, total.weightedFlops / total.weightedSeconds * 1e-9))
+        }
+    }
+}
+
+func pad(_ s: String, _ width: Int) -> String { s.count >= width ? s + " " : s + String(repeating: " ", count: width - s.count) }
+func lpad(_ s: String, _ width: Int) -> String { s.count >= width ? " " + s : String(repeating: " ", count: width - s.count) + s }
+
+do {
+    try main()
+} catch {
+    FileHandle.standardError.write(Data("mila-kernel-bench: \(error)\n".utf8))
+    exit(1)
+}

@@ -36,6 +36,7 @@ public final class CLContext: @unchecked Sendable {
     private var kernels: [String: CLKernel] = [:]
     private let pool = BufferPool()
     private var launched: Set<String> = []
+    private var recordedEvents: [CLEvent]?
 
     /// Opens `device` (or the one `CLDiscovery.select` picks for `selector`).
     public convenience init(selector: String? = nil, variant: KernelVariant? = nil) throws {
@@ -289,6 +290,7 @@ public final class CLContext: @unchecked Sendable {
             globalSize = zip(globalSize, local).map { ($0 + $1 - 1) / $1 * $1 }
         }
         var localSize = local ?? []
+        let profile = profile || recordedEvents != nil
         var event: cl_event?
         let status = globalSize.withUnsafeMutableBufferPointer { g in
             localSize.withUnsafeMutableBufferPointer { l in
@@ -303,7 +305,31 @@ public final class CLContext: @unchecked Sendable {
         }
         try CLError.check(status, "clEnqueueNDRangeKernel", context: "\(kernel.name) global \(globalSize) local \(local.map { "\($0)" } ?? "auto")")
         launched.insert(kernel.name)
-        return event.map(CLEvent.init)
+        let wrapped = event.map(CLEvent.init)
+        if let wrapped { recordEvents(wrapped) }
+        return wrapped
+    }
+
+    func recordEvents(_ event: CLEvent) {
+        recordedEvents?.append(event)
+    }
+
+    var isRecordingEvents: Bool { recordedEvents != nil }
+
+    /// Runs `body` (which enqueues work), waits for it, and returns the summed device time of
+    /// every command it launched, in seconds, from the queue's profiling events.
+    public func deviceTime(_ body: () throws -> Void) throws -> Double {
+        lock.lock(); defer { lock.unlock() }
+        recordedEvents = []
+        defer { recordedEvents = nil }
+        try body()
+        try CLError.check(clFinish(queue), "clFinish")
+        var nanoseconds: UInt64 = 0
+        for event in recordedEvents ?? [] {
+            let (start, end) = try event.profile()
+            nanoseconds += end &- start
+        }
+        return Double(nanoseconds) * 1e-9
     }
 
     /// The names of every kernel launched on this context so far (for the coverage test).

@@ -94,9 +94,12 @@ extension CLContext {
     /// C (M, N) = A (M, K) B (K, ldb)[:, :N], row-major, through CLBlast on this queue.
     private func clblastSgemm(m: Int, n: Int, k: Int, a: CLBuffer, b: CLBuffer, ldb: Int, c: CLBuffer) throws {
         var queue: cl_command_queue? = rawQueue
+        var event: cl_event?
         let status = withQueueLock {
-            CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, m, n, k, 1.0,
-                         a.mem, 0, k, b.mem, 0, ldb, 0.0, c.mem, 0, n, &queue, nil)
+            let status = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, m, n, k, 1.0,
+                                      a.mem, 0, k, b.mem, 0, ldb, 0.0, c.mem, 0, n, &queue, &event)
+            if let event { recordEvents(CLEvent(event)) }  // released with the wrapper unless recorded
+            return status
         }
         guard status == CLBlastSuccess else {
             throw CLError(call: "CLBlastSgemm", status: status.rawValue,
