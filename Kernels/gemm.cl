@@ -11,7 +11,9 @@
 //   gemm_reg    CPU: each work-item holds a 4x64 register tile (4 rows x 4 float16
 //               accumulators); A is broadcast, each k step does 4 float16 loads of a B row.
 //               No local memory, local size (1,1). ~200 GFLOP/s on the 2-core AVX-512 VM.
-//               Global (ceil(N/64), ceil(M/4)); ragged M clamps the load row, stores are guarded.
+//               Global (ceil(N/64), ceil(M/4)), or (ceil(M/4), ceil(N/64)) with rowsFirst when
+//               N > M, so the larger operand streams once; ragged M clamps the load row, stores
+//               are guarded.
 //   gemm_tiled  GPU: 64x64 output tile per 16x16 work-group, K in steps of 16 through local
 //               memory, 4x4 outputs per work-item. On PoCL it is ~26x slower than gemm_reg.
 //               Global (16 * ceil(N/64), 16 * ceil(M/64)), local (16, 16).
@@ -68,9 +70,12 @@ inline void gemm_store1(float v, int row, int col, int N, __global const float* 
 __kernel void gemm_reg(const int M, const int N, const int K, const int ldb,
                        __global const float* A, __global const float* B, __global const float* bias,
                        __global const float* mul, __global const float* res, __global float* Y,
-                       const int act, const int flags) {
-    const int n0 = get_global_id(0) * 64;
-    const int m0 = get_global_id(1) * 4;
+                       const int act, const int flags, const int rowsFirst) {
+    // rowsFirst: dim 0 walks row tiles, so consecutive work-items share one B panel (used when
+    // B is the larger operand, N > M); otherwise dim 0 walks column tiles and they share A rows.
+    const int g0 = get_global_id(0), g1 = get_global_id(1);
+    const int n0 = (rowsFirst ? g1 : g0) * 64;
+    const int m0 = (rowsFirst ? g0 : g1) * 4;
     if (n0 >= N || m0 >= M) return;
     __global const float* a0 = A + (size_t)m0 * K;
     __global const float* a1 = A + (size_t)min(m0 + 1, M - 1) * K;

@@ -157,18 +157,24 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
     if wanted("gemm") {
         for shape in gemmShapes(resolution: resolution) {
             let x = try random([shape.m, shape.k]), w = try random([shape.n, shape.k], -0.2...0.2), b = try random([shape.n])
-            let key = "gemm \(shape)"
             let weights = try GemmWeights(context: context, weight: w, bias: b)
             let input = try context.upload(x)
             let output = try context.empty([shape.m, shape.n])
-            for provider in GemmProvider.allCases {
+            // Plain linear layers (bias only) for every provider; the fused GELU epilogue of
+            // mlp.fc1 (N = 4K) as its own row, since erf-GELU is ~20 FLOPs per output.
+            var variants: [(provider: GemmProvider, activation: Activation)] = GemmProvider.allCases.map { ($0, .none) }
+            if shape.n == 4 * shape.k { variants.append((.register, .gelu)) }
+            for (provider, activation) in variants {
                 if provider == .tiled && resolution > 224 { continue }  // ~26x slower on CPUs; checked at 224
+                let key = "gemm \(shape) \(activation)"
                 cases.append(Case(
-                    context: context, family: "gemm", shape: "M=\(shape.m) K=\(shape.k) N=\(shape.n)", variant: provider.rawValue,
-                    flops: 2 * Double(shape.m * shape.k * shape.n), bytes: 4 * Double(shape.m * (shape.k + shape.n)), weight: shape.count,
-                    run: { _ = try context.gemm(input, weights, activation: .gelu, provider: provider, output: output) },
+                    context: context, family: "gemm", shape: "M=\(shape.m) K=\(shape.k) N=\(shape.n)",
+                    variant: provider.rawValue + (activation == .none ? "" : "+\(activation)"),
+                    flops: 2 * Double(shape.m * shape.k * shape.n), bytes: 4 * Double(shape.m * (shape.k + shape.n)),
+                    weight: activation == .none ? shape.count : 0,
+                    run: { _ = try context.gemm(input, weights, activation: activation, provider: provider, output: output) },
                     output: { try context.download(output) },
-                    expected: { try references.value(key) { try Reference.gemm(x, weight: w, bias: b, activation: .gelu) } },
+                    expected: { try references.value(key) { try Reference.gemm(x, weight: w, bias: b, activation: activation) } },
                     tolerance: 2e-5))
             }
         }
@@ -315,8 +321,8 @@ func main() throws {
             var total = totals[key] ?? (0, 0, 0, 0)
             total.seconds += ms / 1e3
             total.flops += c.flops
-            total.weightedSeconds += ms / 1e3 * Double(c.weight)
-            total.weightedFlops += c.flops * Double(c.weight)
+            total.weightedSeconds += ms / 1e3 * Double(max(c.weight, 1))
+            total.weightedFlops += c.flops * Double(max(c.weight, 1))
             totals[key] = total
         }
         print("\naggregate (distinct shapes, sum of FLOPs / sum of median times; per forward = weighted by occurrences in MLLA-T):")

@@ -71,9 +71,11 @@ extension CLContext {
         switch provider ?? GemmProvider.resolve(for: variant) {
         case .register:
             let kernel = try self.kernel(.gemm, "gemm_reg")
-            try launch(kernel, global: [ceilDiv(spec.outFeatures, 64), ceilDiv(spec.rows, 4)], local: [1, 1],
+            let tiles = [ceilDiv(spec.outFeatures, 64), ceilDiv(spec.rows, 4)]
+            let rowsFirst = spec.outFeatures > spec.rows
+            try launch(kernel, global: rowsFirst ? tiles.reversed() : tiles, local: [1, 1],
                        arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
-                           + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
+                           + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue), .int(rowsFirst ? 1 : 0)])
         case .tiled:
             let kernel = try self.kernel(.gemm, "gemm_tiled")
             try launch(kernel, global: [16 * ceilDiv(spec.outFeatures, 64), 16 * ceilDiv(spec.rows, 64)], local: [16, 16],
