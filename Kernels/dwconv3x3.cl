@@ -5,11 +5,13 @@
 // Layout: in (B, H, W, C) channels-last (the token layout, no transposes around it); weight
 // packed at load time from (C, 1, 3, 3) to (9, C) so a VEC-wide load reads one tap for VEC
 // channels; out and RES (B, Ho, Wo, C). VEC must divide C (the host picks 16, 4 or 1).
-// Launch: global (C / VEC, ceil(Wo / XPW), B * Ho). Each work-item computes XPW adjacent output
-// pixels of VEC channels. Stride 1 slides a 3-column window along the row, so each input vector
-// is loaded once per row instead of three times; stride 2 reads its taps directly.
-// Variants (build defines): CPU VEC=16 XPW=8 (explicit float16: 10x faster than scalar on PoCL,
-//   ../shared/notes/opencl-pocl.md section 3); GPU VEC=4 XPW=1 (one output vector per work-item).
+// Launch: global (C / VEC, ceil(Wo / (XPW * blocksPerItem)), B * Ho). Each work-item computes
+// blocksPerItem blocks of XPW adjacent output pixels of VEC channels. Stride 1 slides a 3-column window along the row, so each input vector
+// is loaded once per row instead of three times, with a bounds-check-free path for blocks away
+// from the left and right edges; stride 2 reads its taps directly.
+// Variants (build defines): CPU VEC=16 XPW=8, 2 blocks per work-item (explicit float16: 10x
+//   faster than scalar on PoCL, ../shared/notes/opencl-pocl.md section 3); GPU VEC=4 XPW=1, one
+//   block (one output vector per work-item, many work-items).
 // CPU reference: Reference.conv3x3(depthwise: true). Tests: ConvolutionTests.
 
 #ifndef XPW
@@ -22,12 +24,15 @@ inline vec_t dw_load(__global const float* rowIn, int x, int W, int C) {
 
 __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, const int Wo, const int stride,
                         __global const float* in, __global const float* w, __global const float* bias,
-                        __global const float* res, __global float* out, const int act, const int flags) {
+                        __global const float* res, __global float* out, const int act, const int flags,
+                        const int blocksPerItem) {
     const int c0 = get_global_id(0) * VEC;
-    const int ox0 = get_global_id(1) * XPW;
     const int row = get_global_id(2);
     const int b = row / Ho, oy = row % Ho;
-    if (c0 >= C || ox0 >= Wo) return;
+    if (c0 >= C) return;
+    for (int block = 0; block < blocksPerItem; ++block) {
+    const int ox0 = (get_global_id(1) * blocksPerItem + block) * XPW;
+    if (ox0 >= Wo) return;
     vec_t acc[XPW];
     const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
     for (int p = 0; p < XPW; ++p) acc[p] = start;
@@ -38,7 +43,17 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
         const vec_t w0 = VLOAD(w + (ky * 3 + 0) * C + c0);
         const vec_t w1 = VLOAD(w + (ky * 3 + 1) * C + c0);
         const vec_t w2 = VLOAD(w + (ky * 3 + 2) * C + c0);
-        if (stride == 1) {
+        if (stride == 1 && ox0 >= 1 && ox0 + XPW < W) {
+            // Interior: all XPW + 2 input columns exist, no bounds checks.
+            __global const float* p = rowIn + (size_t)(ox0 - 1) * C;
+            vec_t left = VLOAD(p), mid = VLOAD(p + C);
+            for (int q = 0; q < XPW; ++q) {
+                const vec_t right = VLOAD(p + (size_t)(q + 2) * C);
+                acc[q] = fma(left, w0, fma(mid, w1, fma(right, w2, acc[q])));
+                left = mid;
+                mid = right;
+            }
+        } else if (stride == 1) {
             vec_t left = dw_load(rowIn, ox0 - 1, W, C);
             vec_t mid = dw_load(rowIn, ox0, W, C);
             for (int p = 0; p < XPW; ++p) {
@@ -62,5 +77,6 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
         const size_t o = (((size_t)b * Ho + oy) * Wo + ox) * C + c0;
         if (flags & EPI_RESIDUAL) v += VLOAD(res + o);
         VSTORE(v, out + o);
+    }
     }
 }
