@@ -16,7 +16,8 @@
 // (reduce_chunks in reduce.cl, scale 1/L).
 //   la_kv_partial  global (C, chunks, B): for channel c of head h = c / d and chunk j,
 //                  kvPart[b][j][c][:] = sum_t kr_t[c] v_t[h*d : h*d+d], kPart[b][j][c] = sum_t k_t[c].
-//   la_output      global (heads, L, B): one (token, head) per work-item.
+//   la_output      global (L, heads, B): one (token, head) per work-item; tokens along dim 0 so
+//                  PoCL's work-group vectoriser runs neighbouring tokens in SIMD lanes.
 // One variant for CPUs and GPUs: both kernels are per-work-item loops over registers with no
 // local memory, which suits PoCL; on a GPU the (C, chunks) grid gives thousands of work-items.
 // CPU reference: Reference.linearAttention. Tests: LinearAttentionTests.
@@ -64,7 +65,7 @@ __kernel void la_kv_partial(const int L, const int W, const int C, const int chu
 __kernel void la_output(const int L, const int W, const int C, __global const float* qk,
                         __global const float2* rotY, __global const float2* rotX,
                         __global const float* kv, __global const float* kMean, __global float* out) {
-    const int h = get_global_id(0), t = get_global_id(1), b = get_global_id(2);
+    const int t = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     if (h >= C / DHEAD || t >= L) return;
     const int kMax = C / 4, y = t / W, x = t % W;
     __global const float* qrow = qk + ((size_t)b * L + t) * 2 * C;

@@ -17,6 +17,7 @@ struct Options {
     var resolutions = [224, 1024]
     var runs = 10
     var only: String?
+    var perKernel = false
 
     init(_ arguments: [String]) throws {
         var rest = arguments[...]
@@ -28,6 +29,8 @@ struct Options {
             case "--runs":
                 guard let value = rest.popFirst().flatMap({ Int($0) }), value > 0 else { throw BenchError.usage("--runs needs a positive number") }
                 runs = value
+            case "--per-kernel":
+                perKernel = true
             case "--only":
                 only = rest.popFirst()
             case "-h", "--help":
@@ -46,7 +49,7 @@ enum BenchError: Error, CustomStringConvertible {
         switch self {
         case let .usage(message):
             return (message.isEmpty ? "" : "\(message)\n")
-                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|mean]"
+                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|mean] [--per-kernel]"
         case let .mismatch(message): return message
         }
     }
@@ -334,6 +337,10 @@ func main() throws {
                 times.append(try c.context.deviceTime { for _ in 0..<repeats { try c.run() } } / Double(repeats))
             }
             let ms = median(times) * 1e3
+            if options.perKernel {
+                let parts = try c.context.deviceTimes { try c.run() }
+                print("    per kernel: " + parts.map { String(format: "%@ %.3f ms", $0.name, $0.seconds * 1e3) }.joined(separator: ", "))
+            }
             print(pad(c.family, 10) + pad(c.shape, 30) + pad(c.variant, 10) + lpad(String(format: "%.3f", ms), 10)
                   + lpad(String(format: "%.1f", c.flops / ms * 1e-6), 10) + lpad(String(format: "%.1f", c.bytes / ms * 1e-6), 9)
                   + lpad(String(format: "%.1e", error), 10))

@@ -36,7 +36,7 @@ public final class CLContext: @unchecked Sendable {
     private var kernels: [String: CLKernel] = [:]
     private let pool = BufferPool()
     private var launched: Set<String> = []
-    private var recordedEvents: [CLEvent]?
+    private var recordedEvents: [(name: String, event: CLEvent)]?
 
     /// Opens `device` (or the one `CLDiscovery.select` picks for `selector`).
     public convenience init(selector: String? = nil, variant: KernelVariant? = nil) throws {
@@ -306,12 +306,12 @@ public final class CLContext: @unchecked Sendable {
         try CLError.check(status, "clEnqueueNDRangeKernel", context: "\(kernel.name) global \(globalSize) local \(local.map { "\($0)" } ?? "auto")")
         launched.insert(kernel.name)
         let wrapped = event.map(CLEvent.init)
-        if let wrapped { recordEvents(wrapped) }
+        if let wrapped { recordEvents(wrapped, name: kernel.name) }
         return wrapped
     }
 
-    func recordEvents(_ event: CLEvent) {
-        recordedEvents?.append(event)
+    func recordEvents(_ event: CLEvent, name: String) {
+        recordedEvents?.append((name, event))
     }
 
     var isRecordingEvents: Bool { recordedEvents != nil }
@@ -319,17 +319,20 @@ public final class CLContext: @unchecked Sendable {
     /// Runs `body` (which enqueues work), waits for it, and returns the summed device time of
     /// every command it launched, in seconds, from the queue's profiling events.
     public func deviceTime(_ body: () throws -> Void) throws -> Double {
+        try deviceTimes(body).reduce(0) { $0 + $1.seconds }
+    }
+
+    /// Like `deviceTime`, per command in launch order: (kernel name, seconds on the device).
+    public func deviceTimes(_ body: () throws -> Void) throws -> [(name: String, seconds: Double)] {
         lock.lock(); defer { lock.unlock() }
         recordedEvents = []
         defer { recordedEvents = nil }
         try body()
         try CLError.check(clFinish(queue), "clFinish")
-        var nanoseconds: UInt64 = 0
-        for event in recordedEvents ?? [] {
+        return try (recordedEvents ?? []).map { name, event in
             let (start, end) = try event.profile()
-            nanoseconds += end &- start
+            return (name, Double(end &- start) * 1e-9)
         }
-        return Double(nanoseconds) * 1e-9
     }
 
     /// The names of every kernel launched on this context so far (for the coverage test).

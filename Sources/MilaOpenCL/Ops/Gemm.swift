@@ -100,7 +100,7 @@ extension CLContext {
         let status = withQueueLock {
             let status = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, m, n, k, 1.0,
                                       a.mem, 0, k, b.mem, 0, ldb, 0.0, c.mem, 0, n, &queue, &event)
-            if let event { recordEvents(CLEvent(event)) }  // released with the wrapper unless recorded
+            if let event { recordEvents(CLEvent(event), name: "CLBlastSgemm") }  // released with the wrapper unless recorded
             return status
         }
         guard status == CLBlastSuccess else {

@@ -31,7 +31,7 @@ extension CLContext {
         try reduceChunks(kPart, elements: c, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kMean)
         let attention = try empty(spec.outputShape)
         defer { recycle(attention) }
-        try launch(try kernel(.linearAttention, "la_output", defines: defines), global: [heads, l, batch],
+        try launch(try kernel(.linearAttention, "la_output", defines: defines), global: [l, heads, batch],
                    arguments: [.int(Int32(l)), .int(Int32(width)), .int(Int32(c)), .buffer(qk.buffer), .buffer(rotY), .buffer(rotX),
                                .buffer(kv), .buffer(kMean), .buffer(attention.buffer)])
         // LePE: out = attention + dwconv3x3(v), v seen as the (B, H, W, C) map.
