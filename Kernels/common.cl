@@ -83,6 +83,7 @@ inline T mila_elu1_##T(T x) {                                                   
 
 MILA_DEFINE_MATH(float, int, (int), as_float)
 MILA_DEFINE_MATH(float4, int4, convert_int4, as_float4)
+MILA_DEFINE_MATH(float8, int8, convert_int8, as_float8)
 MILA_DEFINE_MATH(float16, int16, convert_int16, as_float16)
 
 // Vector helpers parameterised by VEC (1, 4, 8 or 16) for kernels that choose their width by a

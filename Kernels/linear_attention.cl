@@ -18,8 +18,16 @@
 //                  kvPart[b][j][c][:] = sum_t kr_t[c] v_t[h*d : h*d+d], kPart[b][j][c] = sum_t k_t[c].
 //   la_output      global (L, heads, B): one (token, head) per work-item; tokens along dim 0 so
 //                  PoCL's work-group vectoriser runs neighbouring tokens in SIMD lanes.
-// One variant for CPUs and GPUs: both kernels are per-work-item loops over registers with no
-// local memory, which suits PoCL; on a GPU the (C, chunks) grid gives thousands of work-items.
+// Variants:
+//   la_kv_partial, la_output          scalar per channel / per (token, head): any d; the GPU
+//                                      variant (thousands of light work-items, SIMT lanes).
+//   la_kv_partial_vec, la_output_vec  CPU variant when d % 16 == 0 (the models: d = 32): explicit
+//                                      float8/float16 so PoCL emits AVX-512 (its work-group
+//                                      vectoriser gives up on the token loop); the scalar pair
+//                                      ran at 6-8 GFLOP/s on the MLLA-T shapes.
+//   la_kv_partial_vec  global (C / 8, chunks, B): 8 rows of one head's kv block per work-item,
+//                      a rank-1 update per token (8 x d FMAs in float16 registers).
+//   la_output_vec      global (L, heads, B) like la_output, with vector loads of kv rows.
 // CPU reference: Reference.linearAttention. Tests: LinearAttentionTests.
 
 #ifndef DHEAD
@@ -88,3 +96,76 @@ __kernel void la_output(const int L, const int W, const int C, __global const fl
     __global float* orow = out + ((size_t)b * L + t) * C + h * DHEAD;
     for (int e = 0; e < DHEAD; ++e) orow[e] = acc[e] * z;
 }
+
+#if DHEAD % 16 == 0
+#define LA_GROUPS (DHEAD / 16)
+
+// kr (or qr) for 8 channels c0..c0+7 (c0 % 8 == 0, so 4 whole RoPE pairs from one table row;
+// C % 16 == 0 keeps them in one table): even lanes re cos - im sin, odd lanes im cos + re sin.
+inline float8 la_rotate8(float8 f, int c0, int y, int x, int kMax, __global const float2* rotY,
+                         __global const float2* rotX) {
+    const int p0 = c0 >> 1;
+    __global const float* table = (__global const float*)(p0 < kMax ? rotY + y * kMax + p0 : rotX + x * kMax + (p0 - kMax));
+    const float8 rot = vload8(0, table);  // (cos, sin) x 4 pairs
+    const float8 cs = shuffle(rot, (uint8)(0, 0, 2, 2, 4, 4, 6, 6));
+    const float8 sn = shuffle(rot, (uint8)(1, 1, 3, 3, 5, 5, 7, 7)) * (float8)(-1, 1, -1, 1, -1, 1, -1, 1);
+    const float8 swapped = shuffle(f, (uint8)(1, 0, 3, 2, 5, 4, 7, 6));
+    return fma(swapped, sn, f * cs);
+}
+
+__kernel void la_kv_partial_vec(const int L, const int W, const int C, const int chunk,
+                                __global const float* qk, __global const float* v,
+                                __global const float2* rotY, __global const float2* rotX,
+                                __global float* kvPart, __global float* kPart) {
+    const int c0 = get_global_id(0) * 8, j = get_global_id(1), b = get_global_id(2);
+    const int chunks = get_global_size(1);
+    if (c0 >= C) return;
+    const int kMax = C / 4, h = c0 / DHEAD;
+    float16 acc[8][LA_GROUPS];
+    for (int r = 0; r < 8; ++r)
+        for (int g = 0; g < LA_GROUPS; ++g) acc[r][g] = (float16)(0.0f);
+    float8 ksum = (float8)(0.0f);
+    const int t0 = j * chunk, t1 = min(L, t0 + chunk);
+    for (int t = t0; t < t1; ++t) {
+        const float8 k = mila_elu1_float8(vload8(0, qk + ((size_t)b * L + t) * 2 * C + C + c0));
+        ksum += k;
+        float kr[8];
+        vstore8(la_rotate8(k, c0, t / W, t % W, kMax, rotY, rotX), 0, kr);
+        __global const float* vrow = v + ((size_t)b * L + t) * C + h * DHEAD;
+        for (int g = 0; g < LA_GROUPS; ++g) {
+            const float16 vg = vload16(g, vrow);
+            for (int r = 0; r < 8; ++r) acc[r][g] = fma((float16)(kr[r]), vg, acc[r][g]);
+        }
+    }
+    const size_t base = ((size_t)b * chunks + j) * C + c0;
+    for (int r = 0; r < 8; ++r)
+        for (int g = 0; g < LA_GROUPS; ++g) vstore16(acc[r][g], g, kvPart + (base + r) * DHEAD);
+    vstore8(ksum, 0, kPart + base);
+}
+
+__kernel void la_output_vec(const int L, const int W, const int C, __global const float* qk,
+                            __global const float2* rotY, __global const float2* rotX,
+                            __global const float* kv, __global const float* kMean, __global float* out) {
+    const int t = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+    if (h >= C / DHEAD || t >= L) return;
+    const int kMax = C / 4, y = t / W, x = t % W;
+    __global const float* qrow = qk + ((size_t)b * L + t) * 2 * C;
+    float qr[DHEAD];
+    float8 dot8 = (float8)(0.0f);
+    for (int blk = 0; blk < DHEAD / 8; ++blk) {
+        const int c0 = h * DHEAD + blk * 8;
+        const float8 q = mila_elu1_float8(vload8(0, qrow + c0));
+        dot8 = fma(q, vload8(0, kMean + (size_t)b * C + c0), dot8);
+        vstore8(la_rotate8(q, c0, y, x, kMax, rotY, rotX), 0, qr + blk * 8);
+    }
+    const float4 d4 = dot8.lo + dot8.hi;
+    const float z = 1.0f / ((d4.x + d4.y) + (d4.z + d4.w) + 1e-6f);
+    float16 acc[LA_GROUPS];
+    for (int g = 0; g < LA_GROUPS; ++g) acc[g] = (float16)(0.0f);
+    __global const float* kvh = kv + ((size_t)b * C + h * DHEAD) * DHEAD;
+    for (int i = 0; i < DHEAD; ++i)
+        for (int g = 0; g < LA_GROUPS; ++g) acc[g] = fma((float16)(qr[i]), vload16(g, kvh + i * DHEAD), acc[g]);
+    __global float* orow = out + ((size_t)b * L + t) * C + h * DHEAD;
+    for (int g = 0; g < LA_GROUPS; ++g) vstore16(acc[g] * z, g, orow);
+}
+#endif

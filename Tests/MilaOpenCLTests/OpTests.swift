@@ -104,10 +104,16 @@ import Testing
         AttentionCase(height: 4, width: 3, channels: 12, heads: 4),   // d = 3: RoPE pairs straddle heads
         AttentionCase(height: 13, width: 15, channels: 24, heads: 2),
         AttentionCase(height: 14, width: 14, channels: 64, heads: 2), // MLLA head dim 32, L = 196
+        AttentionCase(batch: 2, height: 9, width: 13, channels: 64, heads: 4), // d = 16
+        AttentionCase(height: 1, width: 1, channels: 32, heads: 1),  // d = 32, L = 1
+        AttentionCase(height: 3, width: 7, channels: 96, heads: 3),  // MLLA-B stage 0 heads, d = 32
     ]
 
-    @Test("linear attention", arguments: cases)
-    func attention(_ c: AttentionCase) throws { try checkLinearAttention(try TestDevice.context(), c) }
+    /// Both variants: cpu uses the vectorised kernels where d % 16 == 0, gpu the scalar ones.
+    @Test("linear attention", arguments: cases, KernelVariant.allCases)
+    func attention(_ c: AttentionCase, variant: KernelVariant) throws {
+        try checkLinearAttention(try TestDevice.context(variant), c)
+    }
 
     @Test("linear attention at L = 65536 (1024 px stage 0)")
     func largeL() throws {

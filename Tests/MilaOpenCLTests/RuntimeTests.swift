@@ -124,6 +124,8 @@ import Testing
         "reduce_chunks": (.cpu, { try checkMeanTokens($0, batch: 1, tokens: 3, channels: 2) }),
         "la_kv_partial": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 8, heads: 2)) }),
         "la_output": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 8, heads: 2)) }),
+        "la_kv_partial_vec": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 32, heads: 2)) }),
+        "la_output_vec": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 32, heads: 2)) }),
         "eltwise_binary": (.cpu, { try checkElementwise($0, shape: [5], op: .multiply) }),
         "eltwise_activation": (.cpu, { try checkActivation($0, .gelu, count: 7, range: -3...3) }),
         "pad_bottom_right": (.cpu, { try checkPad($0, shape: [1, 1, 2, 3], height: 2, width: 3) }),

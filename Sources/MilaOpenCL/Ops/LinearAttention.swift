@@ -24,14 +24,17 @@ extension CLContext {
         let kMean = try buffer(count: batch * c)
         defer { for b in [kvPart, kPart, kv, kMean] { recycle(b) } }
         let defines = ["DHEAD=\(d)"]
-        try launch(try kernel(.linearAttention, "la_kv_partial", defines: defines), global: [c, chunks, batch],
+        // CPUs get the explicitly vectorised pair when the head dimension allows (d % 16 == 0).
+        let vectorised = variant == .cpu && d % 16 == 0
+        try launch(try kernel(.linearAttention, vectorised ? "la_kv_partial_vec" : "la_kv_partial", defines: defines),
+                   global: [vectorised ? c / 8 : c, chunks, batch],
                    arguments: [.int(Int32(l)), .int(Int32(width)), .int(Int32(c)), .int(Int32(Self.attentionChunk)),
                                .buffer(qk.buffer), .buffer(v.buffer), .buffer(rotY), .buffer(rotX), .buffer(kvPart), .buffer(kPart)])
         try reduceChunks(kvPart, elements: c * d, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kv)
         try reduceChunks(kPart, elements: c, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kMean)
         let attention = try empty(spec.outputShape)
         defer { recycle(attention) }
-        try launch(try kernel(.linearAttention, "la_output", defines: defines), global: [l, heads, batch],
+        try launch(try kernel(.linearAttention, vectorised ? "la_output_vec" : "la_output", defines: defines), global: [l, heads, batch],
                    arguments: [.int(Int32(l)), .int(Int32(width)), .int(Int32(c)), .buffer(qk.buffer), .buffer(rotY), .buffer(rotX),
                                .buffer(kv), .buffer(kMean), .buffer(attention.buffer)])
         // LePE: out = attention + dwconv3x3(v), v seen as the (B, H, W, C) map.
