@@ -39,6 +39,17 @@ import Testing
         #expect(CLDiscoveryError.noDevice.description.contains("pocl-opencl-icd"))
     }
 
+    @Test func deviceReportMarksTheSelectedDevice() throws {
+        #expect(DeviceReport.render([], selected: nil) == DeviceReport.noPlatformMessage)
+        #expect(!DeviceReport.noPlatformMessage.contains("\n"))
+        let platforms = try CLDiscovery.platforms()
+        let selected = try CLDiscovery.select("0", from: platforms)
+        let report = DeviceReport.render(platforms, selected: selected)
+        #expect(report.contains("* \(selected.selector)  \(selected.name)"))
+        #expect(report.contains("compute units \(selected.computeUnits)"))
+        #expect(report.contains("max work-group \(selected.maxWorkGroupSize)"))
+    }
+
     @Test func workGroupLimitIsCheckedBeforeLaunch() {
         #expect(throws: MilaError.unsupported(op: "gemm_tiled", message: "needs work-groups of 256 work-items; tiny allows at most 128")) {
             try WorkGroupLimit.check(local: [16, 16], maximum: 128, kernel: "gemm_tiled", device: "tiny")
