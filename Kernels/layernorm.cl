@@ -4,8 +4,10 @@
 //
 // Layout: x and y (rows, C), rows = B * L, the token layout; weight and bias (C).
 // Variants (chosen by device type):
-//   layernorm_rows  CPU: one work-item per row, sequential sums; PoCL vectorises across rows.
-//                   Global (rows).
+//   layernorm_rows  one work-item per row, scalar sums (any C; PoCL vectorises across rows, with
+//                   gathers). Global (rows).
+//   layernorm_rows_vec  CPU when C % 16 == 0 (all model widths): one work-item per row with
+//                   float16 loads and sums, ~2x layernorm_rows. Global (rows).
 //   layernorm_wg    GPU: one work-group of LN_WG work-items per row, tree reductions in local
 //                   memory. Global (LN_WG * rows), local (LN_WG).
 // CPU reference: Reference.layerNorm. Tests: LayerNormTests.
@@ -27,6 +29,29 @@ __kernel void layernorm_rows(const int rows, const int C, const float eps, __glo
     for (int i = 0; i < C; ++i) { const float d = xr[i] - mean; sq = fma(d, d, sq); }
     const float inv = rsqrt(sq / C + eps);
     for (int i = 0; i < C; ++i) yr[i] = fma((xr[i] - mean) * inv, weight[i], bias[i]);
+}
+
+inline float ln_sum16(float16 v) {
+    const float8 a = v.lo + v.hi;
+    const float4 b = a.lo + a.hi;
+    return (b.x + b.y) + (b.z + b.w);
+}
+
+__kernel void layernorm_rows_vec(const int rows, const int C, const float eps, __global const float* x,
+                                 __global const float* weight, __global const float* bias, __global float* y) {
+    const int r = get_global_id(0);
+    if (r >= rows) return;
+    __global const float* xr = x + (size_t)r * C;
+    __global float* yr = y + (size_t)r * C;
+    const int n = C / 16;
+    float16 sum = (float16)(0.0f);
+    for (int i = 0; i < n; ++i) sum += vload16(i, xr);
+    const float mean = ln_sum16(sum) / C;
+    float16 sq = (float16)(0.0f);
+    for (int i = 0; i < n; ++i) { const float16 d = vload16(i, xr) - mean; sq = fma(d, d, sq); }
+    const float inv = rsqrt(ln_sum16(sq) / C + eps);
+    for (int i = 0; i < n; ++i)
+        vstore16(fma((vload16(i, xr) - mean) * inv, vload16(i, weight), vload16(i, bias)), i, yr);
 }
 
 // Sums `v` over the work-group into scratch[0]; every work-item must call it.

@@ -86,7 +86,7 @@ import Testing
 
 @Suite("LayerNorm") struct LayerNormTests {
     static let shapes: [(rows: Int, channels: Int, offset: Float)] = [
-        (1, 1, 0), (1, 64, 0), (197, 96, 0), (5, 1000, 0), (3, 37, 100),
+        (1, 1, 0), (1, 64, 0), (197, 96, 0), (5, 1000, 0), (3, 37, 100), (7, 512, 50), (2, 16, 0),
     ]
 
     @Test("layernorm", arguments: KernelVariant.allCases)

@@ -131,6 +131,7 @@ import Testing
         "dwconv3x3": (.cpu, { try checkConv($0, ConvCase(height: 5, width: 3, inChannels: 8, outChannels: 8, stride: 1, depthwise: true)) }),
         "layernorm_rows": (.cpu, { try checkLayerNorm($0, rows: 3, channels: 5) }),
         "layernorm_wg": (.gpu, { try checkLayerNorm($0, rows: 3, channels: 5) }),
+        "layernorm_rows_vec": (.cpu, { try checkLayerNorm($0, rows: 3, channels: 32) }),
         "token_sum_partial": (.cpu, { try checkMeanTokens($0, batch: 1, tokens: 3, channels: 2) }),
         "reduce_chunks": (.cpu, { try checkMeanTokens($0, batch: 1, tokens: 3, channels: 2) }),
         "la_kv_partial": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 8, heads: 2)) }),

@@ -29,7 +29,8 @@ extension CLContext {
             try launch(try kernel(.layernorm, "layernorm_wg", defines: ["LN_WG=\(groupSize)"]),
                        global: [groupSize * spec.rows], local: [groupSize], arguments: arguments)
         } else {
-            try launch(try kernel(.layernorm, "layernorm_rows"), global: [spec.rows], arguments: arguments)
+            let name = spec.channels % 16 == 0 ? "layernorm_rows_vec" : "layernorm_rows"
+            try launch(try kernel(.layernorm, name), global: [spec.rows], arguments: arguments)
         }
         return y
     }
