@@ -28,7 +28,10 @@ let package = Package(
         // Kernels/*.cl, embedded as Swift string literals by the EmbedKernels build-tool plugin.
         .executableTarget(name: "KernelEmbedder"),
         .plugin(name: "EmbedKernels", capability: .buildTool(), dependencies: ["KernelEmbedder"]),
-        .target(name: "MilaKernels", plugins: ["EmbedKernels"]),
+        // Kernels/ is this target's folder, so SwiftPM re-plans the build (and re-runs the plugin)
+        // when a .cl file is added or removed; each .cl file is an input of the plugin's command,
+        // so editing one reruns it.
+        .target(name: "MilaKernels", path: "Kernels", plugins: ["EmbedKernels"]),
 
         .target(name: "MilaOpenCL", dependencies: ["MilaCore", "MilaKernels", "COpenCL", "CCLBlast"]),
 

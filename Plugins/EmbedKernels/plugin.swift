@@ -1,9 +1,10 @@
 import Foundation
 import PackagePlugin
 
-/// Turns every `Kernels/*.cl` file of the package into one Swift file with a string per kernel
-/// source and a typed enum (`KernelSource`). The .cl files are the command's inputs, so editing
-/// one reruns it; the folder is listed anew on every build, so adding one does too.
+/// Turns every `.cl` file in the folder of the target it is applied to (`Kernels/`) into one
+/// Swift file with a string per kernel source and a typed enum (`KernelSource`). The .cl files
+/// are the command's inputs, so editing one reruns it; the folder is the target's, so adding or
+/// removing one makes SwiftPM plan the build again, which lists the folder anew.
 @main
 struct EmbedKernels: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {
