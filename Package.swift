@@ -24,6 +24,11 @@ let package = Package(
 
         .target(name: "MilaCore"),
         .target(name: "MilaReference", dependencies: ["MilaCore"]),
+        // Weight and tensor files: safetensors, PyTorch zip checkpoints (an unpickler that executes
+        // nothing), .npy. No device needed.
+        .target(name: "MilaWeights", dependencies: ["MilaCore"]),
+        // Model definitions: configuration, weight binding by checkpoint name, graph building.
+        .target(name: "MilaModel", dependencies: ["MilaCore", "MilaWeights"]),
 
         // Kernels/*.cl, embedded as Swift string literals by the EmbedKernels build-tool plugin.
         .executableTarget(name: "KernelEmbedder"),
@@ -44,6 +49,9 @@ let package = Package(
 
         .testTarget(name: "MilaCoreTests", dependencies: ["MilaCore"]),
         .testTarget(name: "MilaReferenceTests", dependencies: ["MilaCore", "MilaReference"]),
+        .testTarget(name: "MilaWeightsTests", dependencies: ["MilaCore", "MilaWeights"]),
+        .testTarget(name: "MilaModelTests", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(name: "MilaOpenCLTests", dependencies: ["MilaCore", "MilaReference", "MilaOpenCL", "MilaKernels"]),
     ],
     swiftLanguageModes: [.v5]

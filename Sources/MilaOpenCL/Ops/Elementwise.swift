@@ -21,9 +21,9 @@ extension CLContext {
     }
 
     /// Zero-pads (B, H, W, C) at the bottom and right to (B, height, width, C).
-    public func padBottomRight(_ x: DeviceTensor, height: Int, width: Int) throws -> DeviceTensor {
+    public func padBottomRight(_ x: DeviceTensor, height: Int, width: Int, output: DeviceTensor? = nil) throws -> DeviceTensor {
         let spec = try PadSpec(input: x.shape, height: height, width: width)
-        let y = try empty(spec.outputShape)
+        let y = try output ?? empty(spec.outputShape)
         try launch(try kernel(.eltwise, "pad_bottom_right"), global: [width * spec.channels, height, spec.batch],
                    arguments: [.int(Int32(spec.inHeight)), .int(Int32(spec.inWidth)), .int(Int32(spec.channels)),
                                .int(Int32(height)), .int(Int32(width)), .buffer(x.buffer), .buffer(y.buffer)])

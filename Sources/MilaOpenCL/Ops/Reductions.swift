@@ -5,7 +5,7 @@ extension CLContext {
     static let meanChunk = 256
 
     /// Mean over tokens: (B, L, C) -> (B, C), exact for large L (chunked + Kahan).
-    public func meanTokens(_ x: DeviceTensor) throws -> DeviceTensor {
+    public func meanTokens(_ x: DeviceTensor, output: DeviceTensor? = nil) throws -> DeviceTensor {
         guard x.shape.count == 3 else {
             throw MilaError.shapeMismatch(op: "mean_tokens", tensor: "input", expected: "(B, L, C)", actual: x.shape)
         }
@@ -15,7 +15,7 @@ extension CLContext {
         defer { recycle(partial) }
         try launch(try kernel(.reduce, "token_sum_partial"), global: [c, chunks, batch],
                    arguments: [.int(Int32(l)), .int(Int32(c)), .int(Int32(Self.meanChunk)), .buffer(x.buffer), .buffer(partial)])
-        let y = try empty([batch, c])
+        let y = try output ?? empty([batch, c])
         try reduceChunks(partial, elements: c, chunks: chunks, batch: batch, scale: 1 / Float(l), into: y.buffer)
         return y
     }

@@ -1,0 +1,58 @@
+/// The seam between the model and a device: which ops it can run, and running a graph.
+/// A backend is created with the model's prepared weights (by graph name) and caches whatever
+/// it derives per graph size (schedules, memory plans).
+public protocol Backend: AnyObject {
+    var name: String { get }
+    /// Names of the nodes whose op this backend cannot run (checked before any run).
+    func unsupportedNodes(in graph: Graph) -> [String]
+    /// Runs `graph` on `input` (B, H, W, 3) and returns the values of `keep` (and the graph's outputs).
+    func run(_ graph: Graph, input: Tensor, keep: Set<Int>) throws -> [Int: Tensor]
+}
+
+extension Backend {
+    /// Throws before the run when an op is not supported.
+    public func checkSupport(_ graph: Graph) throws {
+        let missing = unsupportedNodes(in: graph)
+        guard missing.isEmpty else {
+            throw MilaError.unsupported(op: name, message: "cannot run \(missing.count) node(s): \(missing.prefix(5).joined(separator: ", "))")
+        }
+    }
+}
+
+/// Where the values of a graph live: slots reused by liveness (a value's slot is free once its
+/// last reader has run, and an op never writes into a slot it reads). Graph outputs keep theirs.
+public struct MemoryPlan: Sendable {
+    /// Slot index of each node's value (the input included).
+    public let slotOfNode: [Int]
+    /// Capacity of each slot in float32 elements.
+    public let slotSizes: [Int]
+
+    public var plannedBytes: Int { slotSizes.reduce(0, +) * 4 }
+
+    public init(_ graph: Graph) {
+        let lastUse = graph.lastUses()
+        var slotOfNode = [Int](repeating: -1, count: graph.nodes.count)
+        var sizes: [Int] = []
+        var free: [Int] = []
+        var releaseAt: [Int: [Int]] = [:]  // node index -> slots freed after it runs
+        for node in graph.nodes {
+            let size = Shape.count(node.shape)
+            let slot: Int
+            if let best = free.filter({ sizes[$0] >= size }).min(by: { sizes[$0] < sizes[$1] }) {
+                slot = best
+            } else if let largest = free.max(by: { sizes[$0] < sizes[$1] }) {
+                slot = largest
+                sizes[slot] = size
+            } else {
+                slot = sizes.count
+                sizes.append(size)
+            }
+            free.removeAll { $0 == slot }
+            slotOfNode[node.id] = slot
+            releaseAt[max(lastUse[node.id], node.id), default: []].append(slot)
+            free += releaseAt.removeValue(forKey: node.id) ?? []
+        }
+        self.slotOfNode = slotOfNode
+        self.slotSizes = sizes
+    }
+}

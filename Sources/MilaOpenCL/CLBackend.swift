@@ -1,0 +1,120 @@
+import MilaCore
+
+/// Runs graphs on an OpenCL device: weights uploaded (packed) once, a memory plan per graph
+/// size with one device buffer per slot, the whole forward enqueued and drained once when the
+/// results are read back.
+public final class CLBackend: Backend {
+    public let name = "opencl"
+    public let context: CLContext
+    private var gemm: [String: GemmWeights] = [:]
+    private var conv: [String: Conv3x3Weights] = [:]
+    private var norms: [String: LayerNormWeights] = [:]
+    private let weights: [String: Tensor]
+    private var plans: [String: (plan: MemoryPlan, slots: [CLBuffer])] = [:]
+    /// Bytes of the packed weights on the device.
+    public private(set) var weightBytes = 0
+
+    public init(context: CLContext, weights: [String: Tensor]) {
+        self.context = context
+        self.weights = weights
+    }
+
+    public func unsupportedNodes(in graph: Graph) -> [String] { [] }
+
+    /// The planned activation memory for `graph`, in bytes.
+    public func plannedBytes(_ graph: Graph) -> Int { MemoryPlan(graph).plannedBytes }
+
+    private func tensor(_ name: String) throws -> Tensor {
+        guard let t = weights[name] else { throw MilaError.invalidArgument(op: "opencl", message: "weight \(name) was not loaded") }
+        return t
+    }
+
+    private func gemmWeights(_ w: String, _ b: String?) throws -> GemmWeights {
+        if let cached = gemm[w] { return cached }
+        let prepared = try GemmWeights(context: context, weight: try tensor(w), bias: try b.map(tensor))
+        weightBytes += prepared.leadingDimension * prepared.inFeatures * 4
+        gemm[w] = prepared
+        return prepared
+    }
+
+    private func convWeights(_ w: String, _ b: String?, depthwise: Bool) throws -> Conv3x3Weights {
+        if let cached = conv[w] { return cached }
+        let prepared = try Conv3x3Weights(context: context, weight: try tensor(w), bias: try b.map(tensor), depthwise: depthwise)
+        weightBytes += Shape.count(prepared.weightShape) * 4
+        conv[w] = prepared
+        return prepared
+    }
+
+    private func normWeights(_ w: String, _ b: String) throws -> LayerNormWeights {
+        if let cached = norms[w] { return cached }
+        let prepared = try LayerNormWeights(context: context, weight: try tensor(w), bias: try tensor(b))
+        weightBytes += prepared.channels * 8
+        norms[w] = prepared
+        return prepared
+    }
+
+    public func run(_ graph: Graph, input: Tensor, keep: Set<Int>) throws -> [Int: Tensor] {
+        try checkSupport(graph)
+        let key = "\(graph.batch)x\(graph.height)x\(graph.width)"
+        if plans[key] == nil {
+            let plan = MemoryPlan(graph)
+            plans[key] = (plan, try plan.slotSizes.map { try context.buffer(count: max($0, 1)) })
+        }
+        let (plan, slots) = plans[key]!
+        let wanted = keep.union(graph.outputs.values)
+        // Values that must survive to the end cannot share slots; keep everything else planned.
+        if !keep.isSubset(of: Set(graph.outputs.values)) {
+            return try runUnplanned(graph, input: input, wanted: wanted)
+        }
+        func value(_ id: Int) -> DeviceTensor { DeviceTensor(buffer: slots[plan.slotOfNode[id]], shape: graph.nodes[id].shape) }
+        for node in graph.nodes {
+            try execute(node, input: input, value: value, output: value(node.id))
+        }
+        return try Dictionary(uniqueKeysWithValues: wanted.map { ($0, try context.download(value($0))) })
+    }
+
+    /// For per-op checks: every kept value gets a buffer of its own.
+    private func runUnplanned(_ graph: Graph, input: Tensor, wanted: Set<Int>) throws -> [Int: Tensor] {
+        var buffers: [Int: DeviceTensor] = [:]
+        for node in graph.nodes {
+            let out = try context.empty(node.shape)
+            try execute(node, input: input, value: { buffers[$0]! }, output: out)
+            buffers[node.id] = out
+        }
+        let result = try Dictionary(uniqueKeysWithValues: wanted.map { ($0, try context.download(buffers[$0]!)) })
+        for b in buffers.values { context.recycle(b) }
+        return result
+    }
+
+    private func execute(_ node: Node, input: Tensor, value: (Int) -> DeviceTensor, output: DeviceTensor) throws {
+        let x = node.inputs.first.map(value)
+        let residual = node.residual.map(value), multiply = node.multiply.map(value)
+        switch node.op {
+        case let .input(shape):
+            guard input.shape == shape else {
+                throw MilaError.shapeMismatch(op: "input", tensor: "image batch", expected: Shape.describe(shape), actual: input.shape)
+            }
+            try context.write(input.data, to: output.buffer)
+        case let .pad(height, width):
+            _ = try context.padBottomRight(x!, height: height, width: width, output: output)
+        case let .conv3x3(w, b, stride, activation, depthwise):
+            _ = try context.conv3x3(x!, try convWeights(w, b, depthwise: depthwise), stride: stride, activation: activation,
+                                    residual: residual, output: output)
+        case let .linear(w, b, activation):
+            _ = try context.gemm(x!, try gemmWeights(w, b), activation: activation, multiply: multiply, residual: residual, output: output)
+        case let .layerNorm(w, b):
+            _ = try context.layerNorm(x!, try normWeights(w, b), output: output)
+        case let .linearAttention(heads, lw, lb):
+            let (qk, v) = (value(node.inputs[0]), value(node.inputs[1]))
+            let (batch, h, wd) = (v.shape[0], v.shape[1], v.shape[2])
+            let l = h * wd
+            _ = try context.linearAttention(
+                qk: DeviceTensor(buffer: qk.buffer, shape: [batch, l, qk.shape[3]]), v: DeviceTensor(buffer: v.buffer, shape: [batch, l, v.shape[3]]),
+                height: h, width: wd, heads: heads, lepe: try convWeights(lw, lb, depthwise: true),
+                output: DeviceTensor(buffer: output.buffer, shape: [batch, l, v.shape[3]]))
+        case .meanTokens:
+            let s = x!.shape
+            _ = try context.meanTokens(DeviceTensor(buffer: x!.buffer, shape: [s[0], s[1] * s[2], s[3]]), output: output)
+        }
+    }
+}

@@ -1,0 +1,54 @@
+import Foundation
+import MilaCore
+
+/// NumPy `.npy` files: little-endian float32, C order, format versions 1.0 to 3.0.
+public enum NPY {
+    public static func read(_ path: String) throws -> Tensor {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw WeightFileError(file: path, "cannot read: \((error as NSError).localizedDescription)")
+        }
+        return try data.withUnsafeBytes { raw -> Tensor in
+            guard raw.count >= 10, Array(raw[0..<6]) == [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59] else {
+                throw WeightFileError(file: path, "not a .npy file (bad magic)")
+            }
+            let major = raw[6]
+            guard (1...3).contains(major) else { throw WeightFileError(file: path, ".npy version \(major) is not supported") }
+            let headerLength = major == 1 ? Int(Bytes.uint16(raw, 8)) : (raw.count >= 12 ? Int(Bytes.uint32(raw, 8)) : Int.max)
+            let start = major == 1 ? 10 : 12
+            guard start + headerLength <= raw.count else { throw WeightFileError(file: path, ".npy header runs past the end") }
+            let header = String(decoding: raw[start..<(start + headerLength)], as: UTF8.self)
+            guard header.contains("'descr': '<f4'") || header.contains("'descr': '|f4'") else {
+                throw WeightFileError(file: path, ".npy dtype must be little-endian float32 ('<f4'); header: \(header.trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            guard header.contains("'fortran_order': False") else { throw WeightFileError(file: path, ".npy must be C order") }
+            guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
+                throw WeightFileError(file: path, ".npy header has no shape")
+            }
+            let shape = header[open.upperBound..<close].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            let count = shape.reduce(1, *)
+            let dataStart = start + headerLength
+            guard raw.count - dataStart == count * 4 else {
+                throw WeightFileError(file: path, ".npy holds \(raw.count - dataStart) data bytes, shape \(shape) needs \(count * 4)")
+            }
+            let values = Bytes.floats(raw, offset: dataStart, dtype: .float32, count: count) { $0 }
+            return try Tensor(shape: shape.isEmpty ? [1] : shape, data: values)
+        }
+    }
+
+    /// Writes format 1.0, '<f4', C order.
+    public static func write(_ tensor: Tensor, to path: String) throws {
+        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(tensor.shape.map(String.init).joined(separator: ", "))\(tensor.shape.count == 1 ? "," : "")), }"
+        let total = 10 + header.utf8.count + 1
+        header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"
+        var bytes: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0]
+        let length = header.utf8.count
+        bytes += [UInt8(length & 0xFF), UInt8(length >> 8)]
+        bytes += Array(header.utf8)
+        bytes.reserveCapacity(bytes.count + tensor.count * 4)
+        for v in tensor.data { let b = v.bitPattern; bytes += [UInt8(b & 0xFF), UInt8((b >> 8) & 0xFF), UInt8((b >> 16) & 0xFF), UInt8(b >> 24)] }
+        do { try Data(bytes).write(to: URL(fileURLWithPath: path)) } catch {
+            throw WeightFileError(file: path, "cannot write: \((error as NSError).localizedDescription)")
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+
+/// safetensors: 8-byte little-endian header length N, N bytes of JSON
+/// `{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`,
+/// then the data; offsets are relative to the end of the header.
+enum SafeTensors {
+    static func read(path: String, data: Data) throws -> WeightFile {
+        guard data.count >= 8 else { throw WeightFileError(file: path, "too short for a safetensors file (\(data.count) bytes)") }
+        let headerLength = data.withUnsafeBytes { Bytes.uint64($0, 0) }
+        guard headerLength <= UInt64(data.count - 8) else {
+            throw WeightFileError(file: path, "safetensors header length \(headerLength) runs past the end of the file (\(data.count) bytes)")
+        }
+        let headerEnd = 8 + Int(headerLength)
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<headerEnd))
+        } catch {
+            throw WeightFileError(file: path, "safetensors header is not valid JSON (or not a weight file at all)")
+        }
+        guard let header = json as? [String: Any] else { throw WeightFileError(file: path, "safetensors header is not a JSON object") }
+        let dataSize = data.count - headerEnd
+        var tensors: [String: StoredTensor] = [:]
+        var metadata: [String: String] = [:]
+        var ranges: [(begin: Int, end: Int, name: String)] = []
+        for (name, value) in header {
+            if name == "__metadata__" {
+                guard let map = value as? [String: Any] else { throw WeightFileError(file: path, "__metadata__ is not an object") }
+                for (k, v) in map {
+                    guard let s = v as? String else { throw WeightFileError(file: path, "__metadata__ value \(k) is not a string") }
+                    metadata[k] = s
+                }
+                continue
+            }
+            guard let entry = value as? [String: Any], let dtypeName = entry["dtype"] as? String,
+                  let shapeValues = entry["shape"] as? [Any], let offsets = entry["data_offsets"] as? [Any], offsets.count == 2
+            else { throw WeightFileError(file: path, "tensor \(name): malformed entry (needs dtype, shape, data_offsets)") }
+            guard let dtype = StorageDType(rawValue: dtypeName) else {
+                throw WeightFileError(file: path, "tensor \(name): unsupported dtype \(dtypeName) (F32, F16, BF16 and I64 are read)")
+            }
+            let shape = shapeValues.compactMap { ($0 as? NSNumber)?.intValue }
+            guard shape.count == shapeValues.count, shape.allSatisfy({ $0 >= 0 }),
+                  let begin = (offsets[0] as? NSNumber)?.intValue, let end = (offsets[1] as? NSNumber)?.intValue
+            else { throw WeightFileError(file: path, "tensor \(name): shape and offsets must be non-negative integers") }
+            guard begin >= 0, begin <= end, end <= dataSize else {
+                throw WeightFileError(file: path, "tensor \(name): data offsets [\(begin), \(end)] are outside the \(dataSize) data bytes")
+            }
+            let count = shape.reduce(1, *)
+            guard end - begin == count * dtype.byteSize else {
+                throw WeightFileError(file: path, "tensor \(name): \(end - begin) bytes for shape \(shape) of \(dtypeName), expected \(count * dtype.byteSize)")
+            }
+            ranges.append((begin, end, name))
+            tensors[name] = StoredTensor(name: name, dtype: dtype, shape: shape, byteOffset: headerEnd + begin,
+                                         strides: WeightFile.contiguousStrides(shape))
+        }
+        ranges.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
+        for (a, b) in zip(ranges, ranges.dropFirst()) where b.begin < a.end {
+            throw WeightFileError(file: path, "tensors \(a.name) and \(b.name) overlap in the data section")
+        }
+        return WeightFile(path: path, format: "safetensors", data: data, tensors: tensors, metadata: metadata)
+    }
+}

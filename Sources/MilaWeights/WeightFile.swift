@@ -1,0 +1,76 @@
+import Foundation
+import MilaCore
+
+/// One tensor of a weight file, not yet converted: where its bytes are and how to read them.
+public struct StoredTensor: Sendable {
+    public let name: String
+    public let dtype: StorageDType
+    public let shape: [Int]
+    /// Byte offset of element 0 in the file's mapped data.
+    let byteOffset: Int
+    /// Strides in elements (row-major contiguous unless a checkpoint saved a view).
+    let strides: [Int]
+}
+
+/// A weight file mapped into memory: its tensors by name, converted to float32 on request.
+/// The bytes are memory-mapped, not read, so a 400 MB checkpoint is not copied up front.
+public final class WeightFile: @unchecked Sendable {
+    public let path: String
+    public let format: String
+    public let tensors: [String: StoredTensor]
+    /// safetensors `__metadata__` (empty for PyTorch checkpoints).
+    public let metadata: [String: String]
+    let data: Data
+
+    init(path: String, format: String, data: Data, tensors: [String: StoredTensor], metadata: [String: String]) {
+        self.path = path
+        self.format = format
+        self.data = data
+        self.tensors = tensors
+        self.metadata = metadata
+    }
+
+    /// Opens a safetensors file or a PyTorch zip checkpoint, told apart by content.
+    /// `stateDictKey` picks the state dict inside a checkpoint (default: `model` when the
+    /// top-level dict has it, else the top-level dict).
+    public static func open(_ path: String, stateDictKey: String? = nil) throws -> WeightFile {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+        } catch {
+            throw WeightFileError(file: path, "cannot read: \((error as NSError).localizedDescription)")
+        }
+        if data.count >= 4, data.prefix(4) == Data([0x50, 0x4B, 0x03, 0x04]) {
+            return try PyTorchCheckpoint.read(path: path, data: data, stateDictKey: stateDictKey)
+        }
+        return try SafeTensors.read(path: path, data: data)
+    }
+
+    /// The tensor as float32 in row-major order; throws for a missing name.
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let stored = tensors[name] else { throw WeightFileError(file: path, "no tensor named \(name)") }
+        let count = stored.shape.reduce(1, *)
+        let values = data.withUnsafeBytes { raw -> [Float] in
+            let contiguous = stored.strides == Self.contiguousStrides(stored.shape)
+            if contiguous {
+                return Bytes.floats(raw, offset: stored.byteOffset, dtype: stored.dtype, count: count) { $0 }
+            }
+            let shape = stored.shape, strides = stored.strides
+            return Bytes.floats(raw, offset: stored.byteOffset, dtype: stored.dtype, count: count) { flat in
+                var rest = flat, index = 0
+                for d in stride(from: shape.count - 1, through: 0, by: -1) {
+                    index += (rest % shape[d]) * strides[d]
+                    rest /= shape[d]
+                }
+                return index
+            }
+        }
+        return try Tensor(shape: stored.shape.isEmpty ? [1] : stored.shape, data: values)
+    }
+
+    static func contiguousStrides(_ shape: [Int]) -> [Int] {
+        var strides = [Int](repeating: 1, count: shape.count)
+        for d in stride(from: shape.count - 2, through: 0, by: -1) { strides[d] = strides[d + 1] * shape[d + 1] }
+        return strides
+    }
+}

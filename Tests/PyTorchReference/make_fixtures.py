@@ -1,0 +1,73 @@
+"""Writes the golden fixtures the Swift tests compare against (run from the repo root):
+
+    python Tests/PyTorchReference/make_fixtures.py
+
+Tiny MLLA (embed 16, one block per stage, 10 classes) with random weights and randomised
+BatchNorm statistics, a batch of 2 images at 98x150 (not a multiple of 4 or 32, odd maps before
+every downsample), its logits and four stage outputs. The same weights are written as
+safetensors with `mila.config` metadata and as a training-style PyTorch checkpoint (state dict
+under `model`, AdamW state, a scheduler dict, numbers, and a config object under `config`).
+Needs torch, safetensors, numpy.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(__file__))
+from mlla import MLLA  # noqa: E402
+
+OUT = os.path.join("Tests", "MilaModelTests", "Fixtures", "tiny")
+CONFIG = dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[2, 2, 4, 4], num_classes=10)
+
+
+class TrainingConfig:
+    """Stands in for the yacs CfgNode of the official checkpoints: an object the loader must
+    keep inert (its class is not on the allow-list)."""
+
+    def __init__(self):
+        self.MODEL = {"TYPE": "mlla", "NAME": "tiny"}
+        self.TRAIN = {"EPOCHS": 300}
+
+
+def main():
+    torch.manual_seed(0)
+    model = MLLA(**CONFIG).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.5 / max(1, p[0].numel()) ** 0.5) if p.dim() > 1 else torch.randn_like(p) * 0.1)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn_like(m.running_mean) * 0.1)
+                m.running_var.copy_(torch.rand_like(m.running_var) * 0.5 + 0.75)
+                m.weight.copy_(1 + 0.1 * torch.randn_like(m.weight))
+    os.makedirs(OUT, exist_ok=True)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(OUT, "weights.safetensors"), metadata={"mila.config": json.dumps(CONFIG)})
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    model(torch.randn(1, 3, 64, 64))[0].sum().backward()
+    optimizer.step()
+    model.eval()
+    # Restore the exact weights the fixtures use (the step above only fills optimizer state).
+    model.load_state_dict(state)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "lr_scheduler": {"last_epoch": 299, "base_lrs": [1e-3]}, "max_accuracy": 12.5, "epoch": 299,
+                "config": TrainingConfig()}, os.path.join(OUT, "checkpoint.pth"))
+
+    image = torch.randn(2, 3, 98, 150)
+    with torch.no_grad():
+        logits, stages = model(image)
+    np.save(os.path.join(OUT, "input.npy"), image.numpy().astype(np.float32))
+    np.save(os.path.join(OUT, "logits.npy"), logits.numpy().astype(np.float32))
+    for s, t in enumerate(stages):
+        np.save(os.path.join(OUT, f"stage{s}.npy"), t.numpy().astype(np.float32))
+    print("wrote", OUT, [tuple(t.shape) for t in stages], tuple(logits.shape))
+
+
+if __name__ == "__main__":
+    main()
