@@ -1,4 +1,5 @@
 import Foundation
+import MilaCore
 
 /// safetensors: 8-byte little-endian header length N, N bytes of JSON
 /// `{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`,
@@ -57,5 +58,28 @@ enum SafeTensors {
             throw WeightFileError(file: path, "tensors \(a.name) and \(b.name) overlap in the data section")
         }
         return WeightFile(path: path, format: "safetensors", data: data, tensors: tensors, metadata: metadata)
+    }
+}
+
+extension WeightFile {
+    /// Writes float32 tensors (sorted by name) and string metadata as safetensors.
+    public static func writeSafeTensors(_ tensors: [String: Tensor], metadata: [String: String] = [:], to path: String) throws {
+        var header: [String: Any] = [:]
+        var data: [UInt8] = []
+        for name in tensors.keys.sorted() {
+            let t = tensors[name]!
+            header[name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [data.count, data.count + 4 * t.count]]
+            data.reserveCapacity(data.count + 4 * t.count)
+            for v in t.data { let b = v.bitPattern; data += [UInt8(b & 0xFF), UInt8((b >> 8) & 0xFF), UInt8((b >> 16) & 0xFF), UInt8(b >> 24)] }
+        }
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while json.count % 8 != 0 { json.append(0x20) }
+        var bytes = (0..<8).map { UInt8((json.count >> (8 * $0)) & 0xFF) }
+        bytes += json
+        bytes += data
+        do { try Data(bytes).write(to: URL(fileURLWithPath: path)) } catch {
+            throw WeightFileError(file: path, "cannot write: \((error as NSError).localizedDescription)")
+        }
     }
 }
