@@ -5,88 +5,57 @@ import MilaWeights
 /// and prepares them for the graph: BatchNorm folded into the conv before it, 1x1 conv weights
 /// reshaped to (out, in). Fails on a missing tensor, a wrong shape, or a tensor nothing uses,
 /// naming the full tensor name and both shapes.
-public struct WeightBinding {
+public struct WeightBinding: LayoutVisitor {
     /// Tensors every checkpoint may carry that inference does not need.
     static func isIgnorable(_ name: String) -> Bool {
         name.hasSuffix(".num_batches_tracked") || name.hasSuffix("attn.rope.rotations")
     }
 
-    let file: WeightFile
+    let file: any TensorSource
     let loadValues: Bool
     var used: Set<String> = []
     /// Prepared tensors by graph name.
     public private(set) var prepared: [String: Tensor] = [:]
 
     /// Checks names and shapes only (no tensor data is read).
-    public static func check(file: WeightFile, config: ModelConfig) throws {
+    public static func check(file: any TensorSource, config: ModelConfig) throws {
         var binding = WeightBinding(file: file, loadValues: false)
         try binding.bindAll(config)
     }
 
     /// Reads, checks and prepares every tensor the model uses.
-    public static func prepare(file: WeightFile, config: ModelConfig) throws -> [String: Tensor] {
+    public static func prepare(file: any TensorSource, config: ModelConfig) throws -> [String: Tensor] {
         var binding = WeightBinding(file: file, loadValues: true)
         try binding.bindAll(config)
         return binding.prepared
     }
 
     mutating func bindAll(_ config: ModelConfig) throws {
-        let c0 = config.embedDim
-        try convBN("patch_embed.conv1", out: c0 / 2, in: 3, kernel: 3)
-        try convBN("patch_embed.conv2.0", out: c0 / 2, in: c0 / 2, kernel: 3)
-        try convBN("patch_embed.conv2.1", out: c0 / 2, in: c0 / 2, kernel: 3)
-        try convBN("patch_embed.conv3.0", out: 4 * c0, in: c0 / 2, kernel: 3)
-        try convBN("patch_embed.conv3.1", out: c0, in: 4 * c0, kernel: 1)
-        for s in 0..<config.stages {
-            let c = config.channels(stage: s), hidden = config.hiddenDim(s)
-            for j in 0..<config.depths[s] {
-                let p = "layers.\(s).blocks.\(j)"
-                try depthwise("\(p).cpe1", channels: c)
-                try norm("\(p).norm1", channels: c)
-                try linear("\(p).act_proj", out: c, in: c)
-                try linear("\(p).in_proj", out: c, in: c)
-                try depthwise("\(p).dwc", channels: c)
-                try linear("\(p).attn.qk", out: 2 * c, in: c)
-                try depthwise("\(p).attn.lepe", channels: c)
-                try linear("\(p).out_proj", out: c, in: c)
-                try depthwise("\(p).cpe2", channels: c)
-                try norm("\(p).norm2", channels: c)
-                try linear("\(p).mlp.fc1", out: hidden, in: c)
-                try linear("\(p).mlp.fc2", out: c, in: hidden)
-            }
-            if s < config.stages - 1 {
-                let d = "layers.\(s).downsample.conv"
-                try linear("\(d).0.conv", out: 8 * c, in: c, kernel1x1: true)
-                try depthwise("\(d).1.conv", channels: 8 * c)
-                try convBN("\(d).2", out: 2 * c, in: 8 * c, kernel: 1, convBias: true)
-            }
-        }
-        let last = config.channels(stage: config.stages - 1)
-        try norm("norm", channels: last)
-        try linear("head", out: config.numClasses, in: last)
-        let unused = file.tensors.keys.filter { !used.contains($0) && !Self.isIgnorable($0) }.sorted()
+        try ModelLayout.visit(config, &self)
+        let shapes = file.shapes
+        let unused = shapes.keys.filter { !used.contains($0) && !Self.isIgnorable($0) }.sorted()
         if !unused.isEmpty {
-            let shown = unused.prefix(5).map { "\($0) \(Shape.describe(file.tensors[$0]!.shape))" }.joined(separator: ", ")
+            let shown = unused.prefix(5).map { "\($0) \(Shape.describe(shapes[$0]!))" }.joined(separator: ", ")
             throw ModelError.weights("\(file.path): \(unused.count) tensor(s) not used by \(config.name): \(shown)\(unused.count > 5 ? ", ..." : "")")
         }
     }
 
     /// Marks `name` used after checking its shape; returns its values when loading.
     mutating func take(_ name: String, _ shape: [Int]) throws -> Tensor? {
-        guard let stored = file.tensors[name] else {
+        guard let stored = file.shapes[name] else {
             throw ModelError.weights("\(file.path): missing tensor \(name), expected shape \(Shape.describe(shape))")
         }
-        guard stored.shape == shape else {
-            throw ModelError.weights("\(file.path): tensor \(name) has shape \(Shape.describe(stored.shape)), expected \(Shape.describe(shape))")
+        guard stored == shape else {
+            throw ModelError.weights("\(file.path): tensor \(name) has shape \(Shape.describe(stored)), expected \(Shape.describe(shape))")
         }
-        guard stored.dtype.isFloatingPoint else {
-            throw ModelError.weights("\(file.path): tensor \(name) is \(stored.dtype.rawValue), expected a floating-point type")
+        guard file.isFloatingPoint(name) else {
+            throw ModelError.weights("\(file.path): tensor \(name) is not floating-point")
         }
         used.insert(name)
         return loadValues ? try file.tensor(name) : nil
     }
 
-    mutating func linear(_ scope: String, out: Int, in k: Int, kernel1x1: Bool = false) throws {
+    mutating func linear(_ scope: String, out: Int, in k: Int, kernel1x1: Bool) throws {
         let weight = try take("\(scope).weight", kernel1x1 ? [out, k, 1, 1] : [out, k])
         let bias = try take("\(scope).bias", [out])
         if let weight, let bias {
@@ -115,7 +84,7 @@ public struct WeightBinding {
 
     /// A ConvLayer with BatchNorm: `<scope>.conv.weight` [+ `.conv.bias`], `<scope>.norm.*`,
     /// folded into `<scope>#folded.weight` / `.bias` (1x1 convs as (out, in)).
-    mutating func convBN(_ scope: String, out: Int, in k: Int, kernel: Int, convBias: Bool = false) throws {
+    mutating func convBN(_ scope: String, out: Int, in k: Int, kernel: Int, convBias: Bool) throws {
         let weight = try take("\(scope).conv.weight", [out, k, kernel, kernel])
         let bias = convBias ? try take("\(scope).conv.bias", [out]) : nil
         let gamma = try take("\(scope).norm.weight", [out]), beta = try take("\(scope).norm.bias", [out])

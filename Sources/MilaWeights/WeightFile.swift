@@ -12,9 +12,33 @@ public struct StoredTensor: Sendable {
     let strides: [Int]
 }
 
+/// Named tensors with shapes known up front and values read on request: a weight file, or
+/// tensors made in memory (random weights for `check` and `bench`).
+public protocol TensorSource {
+    /// Where the tensors come from, for error messages.
+    var path: String { get }
+    var shapes: [String: [Int]] { get }
+    /// Whether `name` holds floating-point data (I64 tensors are never bound).
+    func isFloatingPoint(_ name: String) -> Bool
+    func tensor(_ name: String) throws -> Tensor
+}
+
+/// Tensors held in memory, as a `TensorSource`.
+public struct InMemoryTensors: TensorSource {
+    public let path: String
+    public let tensors: [String: Tensor]
+    public init(_ tensors: [String: Tensor], path: String = "<random weights>") { self.tensors = tensors; self.path = path }
+    public var shapes: [String: [Int]] { tensors.mapValues(\.shape) }
+    public func isFloatingPoint(_ name: String) -> Bool { true }
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let t = tensors[name] else { throw WeightFileError(file: path, "no tensor named \(name)") }
+        return t
+    }
+}
+
 /// A weight file mapped into memory: its tensors by name, converted to float32 on request.
 /// The bytes are memory-mapped, not read, so a 400 MB checkpoint is not copied up front.
-public final class WeightFile: @unchecked Sendable {
+public final class WeightFile: TensorSource, @unchecked Sendable {
     public let path: String
     public let format: String
     public let tensors: [String: StoredTensor]
@@ -29,6 +53,9 @@ public final class WeightFile: @unchecked Sendable {
         self.tensors = tensors
         self.metadata = metadata
     }
+
+    public var shapes: [String: [Int]] { tensors.mapValues(\.shape) }
+    public func isFloatingPoint(_ name: String) -> Bool { tensors[name]?.dtype.isFloatingPoint ?? false }
 
     /// Opens a safetensors file or a PyTorch zip checkpoint, told apart by content.
     /// `stateDictKey` picks the state dict inside a checkpoint (default: `model` when the
