@@ -40,8 +40,11 @@ let package = Package(
 
         .target(name: "MilaOpenCL", dependencies: ["MilaCore", "MilaKernels", "COpenCL", "CCLBlast"]),
 
+        // A loaded model with a backend: what the CLI drives.
+        .target(name: "MilaEngine", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL"]),
+
         .executableTarget(name: "mila-infer", dependencies: [
-            "MilaCore", "MilaOpenCL",
+            "MilaCore", "MilaOpenCL", "MilaWeights", "MilaModel", "MilaEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "KernelBench", dependencies: ["MilaCore", "MilaReference", "MilaOpenCL"],

@@ -37,8 +37,15 @@ def main():
     torch.manual_seed(0)
     model = MLLA(**CONFIG).eval()
     with torch.no_grad():
+        # Weights with variance 1/fan-in, norm scales near 1, small biases: the input still
+        # matters at the last stage (with tiny norm scales the network forgets its input).
         for name, p in model.named_parameters():
-            p.copy_(torch.randn_like(p) * (0.5 / max(1, p[0].numel()) ** 0.5) if p.dim() > 1 else torch.randn_like(p) * 0.1)
+            if p.dim() > 1:
+                p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.02 * torch.randn_like(p))
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.copy_(torch.randn_like(m.running_mean) * 0.1)

@@ -1,0 +1,87 @@
+import Foundation
+import MilaCore
+import MilaModel
+import MilaOpenCL
+import MilaReference
+import MilaWeights
+
+/// Which backend runs the model.
+public enum BackendKind: String, CaseIterable, Sendable {
+    case opencl
+    case reference
+}
+
+/// A loaded model ready to run: configuration, prepared weights, one backend, and a graph per
+/// input size (built once, with its memory plan cached by the backend).
+public final class Engine {
+    public let config: ModelConfig
+    public let weights: [String: Tensor]
+    public let backend: Backend
+    public let source: String
+    private var graphs: [String: Graph] = [:]
+
+    /// Loads `model` (a file path) or, with no file, random weights for `arch`.
+    public init(model: String?, arch: String?, stateDictKey: String? = nil, backend kind: BackendKind,
+                device: String? = nil, seed: UInt64 = 0) throws {
+        if let model {
+            let file = try WeightFile.open(model, stateDictKey: stateDictKey)
+            config = try ModelConfig.resolve(for: file, arch: arch)
+            weights = try WeightBinding.prepare(file: file, config: config)
+            source = model
+        } else if let arch {
+            config = try ModelConfig.preset(arch)
+            weights = try WeightBinding.prepare(file: try RandomWeights.make(config, seed: seed), config: config)
+            source = "random \(config.name) weights (seed \(seed))"
+        } else {
+            throw ModelError.config("give --model PATH or --arch NAME")
+        }
+        switch kind {
+        case .opencl: backend = CLBackend(context: try CLContext(selector: device), weights: weights)
+        case .reference: backend = ReferenceBackend(weights: weights)
+        }
+    }
+
+    /// The graph for a (batch, height, width) input, cached.
+    public func graph(batch: Int, height: Int, width: Int) throws -> Graph {
+        let key = "\(batch)x\(height)x\(width)"
+        if let g = graphs[key] { return g }
+        let g = try ModelGraph.build(config: config, weightShapes: weights.mapValues(\.shape), batch: batch, height: height, width: width)
+        try backend.checkSupport(g)
+        graphs[key] = g
+        return g
+    }
+
+    /// Runs an (N, 3, H, W) batch; returns the graph and the values of its outputs (and `keep`).
+    public func run(nchw input: Tensor, keep: Set<Int> = []) throws -> (Graph, [Int: Tensor]) {
+        guard input.shape.count == 4, input.shape[1] == 3 else {
+            throw MilaError.shapeMismatch(op: "run", tensor: "input", expected: "(N, 3, H, W)", actual: input.shape)
+        }
+        let g = try graph(batch: input.shape[0], height: input.shape[2], width: input.shape[3])
+        return (g, try backend.run(g, input: try Layout.channelsLast(input), keep: keep))
+    }
+}
+
+/// Conversions between the NCHW files users exchange and the engine's NHWC maps.
+public enum Layout {
+    public static func channelsLast(_ t: Tensor) throws -> Tensor {
+        let (n, c, h, w) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
+        var out = [Float](repeating: 0, count: t.count)
+        t.data.withUnsafeBufferPointer { src in
+            for b in 0..<n { for k in 0..<c { for y in 0..<h { for x in 0..<w {
+                out[((b * h + y) * w + x) * c + k] = src[((b * c + k) * h + y) * w + x]
+            } } } }
+        }
+        return try Tensor(shape: [n, h, w, c], data: out)
+    }
+
+    public static func channelsFirst(_ t: Tensor) throws -> Tensor {
+        let (n, h, w, c) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
+        var out = [Float](repeating: 0, count: t.count)
+        t.data.withUnsafeBufferPointer { src in
+            for b in 0..<n { for y in 0..<h { for x in 0..<w { for k in 0..<c {
+                out[((b * c + k) * h + y) * w + x] = src[((b * h + y) * w + x) * c + k]
+            } } } }
+        }
+        return try Tensor(shape: [n, c, h, w], data: out)
+    }
+}

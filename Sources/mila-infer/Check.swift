@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import MilaCore
+import MilaEngine
+import MilaModel
+import MilaOpenCL
+import MilaReference
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the OpenCL backend and the CPU reference on the same input and compare them op by op.",
+        discussion: """
+            Prints each op's max abs error and relative L2 (OpenCL vs reference), then the logits' \
+            relative L2. Exit status 1 when an op exceeds \(Check.opTolerance) or the logits exceed \(Check.logitsTolerance). \
+            With only --arch, random weights are used.
+            """)
+
+    /// Per op: errors accumulate along the network, so later ops carry the rounding of earlier
+    /// ones (a correct engine stays near 1e-6; a wrong op is off by 1e-2 or more).
+    static let opTolerance = 1e-4
+    static let logitsTolerance = 1e-5
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(name: .long, help: "Input size HxW (default: the model's image size).")
+    var size: String?
+
+    @Option(name: .long, help: "Seed of the random input (and of random weights).")
+    var seed: UInt64 = 1
+
+    func run() throws {
+        try reportingErrors {
+            let engine = try Engine(model: options.model, arch: options.arch, stateDictKey: options.stateDict, backend: .opencl,
+                                    device: options.device, seed: seed)
+            let (height, width) = try parseSize(size) ?? (engine.config.imageSize[0], engine.config.imageSize[1])
+            let graph = try engine.graph(batch: 1, height: height, width: width)
+            let input = try Tensor(randomUniform: [1, height, width, 3], in: -2...2, seed: seed)
+            let everything = Set(graph.nodes.map(\.id))
+            note("running OpenCL (\(engine.source), \(height)x\(width))...")
+            let opencl = try engine.backend.run(graph, input: input, keep: everything)
+            note("running the CPU reference...")
+            let reference = try ReferenceBackend(weights: engine.weights).run(graph, input: input, keep: everything)
+            var failures = 0
+            print(String(format: "%-44@ %-17@ %12@ %12@", "op" as NSString, "kind" as NSString, "max abs err" as NSString, "rel L2" as NSString))
+            for node in graph.nodes.dropFirst() {
+                let (a, e) = (opencl[node.id]!, reference[node.id]!)
+                let (maxError, l2) = compare(a, e)
+                let bad = !(l2 <= Self.opTolerance)
+                if bad { failures += 1 }
+                print(String(format: "%-44@ %-17@ %12.3e %12.3e%@", node.name as NSString, node.op.kind as NSString, maxError, l2,
+                             (bad ? "  <- exceeds \(Self.opTolerance)" : "") as NSString))
+            }
+            let logitsID = graph.outputs["logits"]!
+            let (_, logitsL2) = compare(opencl[logitsID]!, reference[logitsID]!)
+            print(String(format: "logits relative L2: %.3e (tolerance %.0e)", logitsL2, Self.logitsTolerance))
+            if failures > 0 || !(logitsL2 <= Self.logitsTolerance) {
+                note("check failed: \(failures) op(s) over tolerance")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    func compare(_ a: Tensor, _ e: Tensor) -> (Double, Double) {
+        var maxError = 0.0, num = 0.0, den = 0.0
+        for (x, y) in zip(a.data, e.data) {
+            let d = Double(x) - Double(y)
+            maxError = max(maxError, abs(d))
+            num += d * d
+            den += Double(y) * Double(y)
+        }
+        return (maxError, (num / max(den, 1e-300)).squareRoot())
+    }
+}
+
+/// "HxW" -> (H, W).
+func parseSize(_ text: String?) throws -> (Int, Int)? {
+    guard let text else { return nil }
+    let parts = text.lowercased().split(separator: "x").compactMap { Int($0) }
+    guard parts.count == 2, parts[0] >= 1, parts[1] >= 1 else { throw ValidationError("--size must look like 224x224, not '\(text)'") }
+    return (parts[0], parts[1])
+}

@@ -1,0 +1,60 @@
+import ArgumentParser
+import Foundation
+import MilaOpenCL
+
+@main
+struct MilaInfer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mila-infer",
+        abstract: "Run MILA / MLLA vision models on OpenCL devices.",
+        discussion: """
+            Environment: MILA_DEVICE selects the device (index, platform:device or name part); \
+            MILA_KERNEL_VARIANT=cpu|gpu and MILA_GEMM=register|tiled|clblast force kernel families; \
+            MILA_KERNEL_DIR loads Kernels/*.cl from a folder instead of the embedded copies; \
+            MILA_CACHE_DIR moves the program cache (MILA_KERNEL_CACHE=0 turns it off).
+            """,
+        subcommands: [Run.self, Check.self, Devices.self])
+}
+
+/// Runs `body`; any error becomes one line on stderr and exit status 1.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let exit as ExitCode {
+        throw exit
+    } catch let exit as CleanExit {
+        throw exit
+    } catch {
+        FileHandle.standardError.write(Data("mila-infer: \(error)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+func note(_ text: String) {
+    FileHandle.standardError.write(Data("\(text)\n".utf8))
+}
+
+/// The options every command that loads a model shares.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: "Model file: safetensors or a PyTorch checkpoint (.pth).")
+    var model: String?
+
+    @Option(name: .long, help: "Architecture preset (mlla_t, mlla_s, mlla_b) when the file does not say; alone, runs random weights.")
+    var arch: String?
+
+    @Option(name: .customLong("state-dict"), help: "Key of the state dict inside a checkpoint (default: 'model' when present).")
+    var stateDict: String?
+
+    @Option(name: .long, help: "opencl or reference.")
+    var backend: String = "opencl"
+
+    @Option(name: .long, help: "OpenCL device: index, platform:device, or part of a name (default: $MILA_DEVICE, else the first GPU).")
+    var device: String?
+
+    func backendKind() throws -> BackendKindOption {
+        guard let kind = BackendKindOption(rawValue: backend) else {
+            throw ValidationError("--backend must be opencl or reference, not '\(backend)'")
+        }
+        return kind
+    }
+}
