@@ -41,14 +41,14 @@ struct Check: ParsableCommand {
             note("running the CPU reference...")
             let reference = try ReferenceBackend(weights: engine.weights).run(graph, input: input, keep: everything)
             var failures = 0
-            print(String(format: "%-44@ %-17@ %12@ %12@", "op" as NSString, "kind" as NSString, "max abs err" as NSString, "rel L2" as NSString))
+            print(column("op", 44) + column("kind", 18) + column("max abs err", 13, right: true) + column("rel L2", 13, right: true))
             for node in graph.nodes.dropFirst() {
                 let (a, e) = (opencl[node.id]!, reference[node.id]!)
                 let (maxError, l2) = compare(a, e)
                 let bad = !(l2 <= Self.opTolerance)
                 if bad { failures += 1 }
-                print(String(format: "%-44@ %-17@ %12.3e %12.3e%@", node.name as NSString, node.op.kind as NSString, maxError, l2,
-                             (bad ? "  <- exceeds \(Self.opTolerance)" : "") as NSString))
+                print(column(node.name, 44) + column(node.op.kind, 18) + column(String(format: "%.3e", maxError), 13, right: true)
+                      + column(String(format: "%.3e", l2), 13, right: true) + (bad ? "  <- exceeds \(Self.opTolerance)" : ""))
             }
             let logitsID = graph.outputs["logits"]!
             let (_, logitsL2) = compare(opencl[logitsID]!, reference[logitsID]!)
@@ -78,4 +78,10 @@ func parseSize(_ text: String?) throws -> (Int, Int)? {
     let parts = text.lowercased().split(separator: "x").compactMap { Int($0) }
     guard parts.count == 2, parts[0] >= 1, parts[1] >= 1 else { throw ValidationError("--size must look like 224x224, not '\(text)'") }
     return (parts[0], parts[1])
+}
+
+/// `text` padded with spaces to `width` (left-aligned unless `right`).
+func column(_ text: String, _ width: Int, right: Bool = false) -> String {
+    let padding = String(repeating: " ", count: max(1, width - text.count))
+    return right ? padding + text : text + padding
 }
