@@ -23,6 +23,9 @@ let package = Package(
         .systemLibrary(name: "CCLBlast", providers: [.apt(["libclblast-dev"])]),
 
         .target(name: "MilaCore"),
+        // JPEG and PNG decoding through libjpeg-turbo and libpng (libjpeg62-turbo-dev, libpng-dev).
+        .target(name: "CImageCodecs", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png")]),
+        .target(name: "MilaImage", dependencies: ["MilaCore", "CImageCodecs"]),
         .target(name: "MilaReference", dependencies: ["MilaCore"]),
         // Weight and tensor files: safetensors, PyTorch zip checkpoints (an unpickler that executes
         // nothing), .npy. No device needed.
@@ -44,7 +47,7 @@ let package = Package(
         .target(name: "MilaEngine", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL"]),
 
         .executableTarget(name: "mila-infer", dependencies: [
-            "MilaCore", "MilaOpenCL", "MilaWeights", "MilaModel", "MilaEngine",
+            "MilaCore", "MilaOpenCL", "MilaWeights", "MilaModel", "MilaEngine", "MilaImage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "KernelBench", dependencies: ["MilaCore", "MilaReference", "MilaOpenCL"],
@@ -53,6 +56,7 @@ let package = Package(
         .testTarget(name: "MilaCoreTests", dependencies: ["MilaCore"]),
         .testTarget(name: "MilaReferenceTests", dependencies: ["MilaCore", "MilaReference"]),
         .testTarget(name: "MilaWeightsTests", dependencies: ["MilaCore", "MilaWeights"]),
+        .testTarget(name: "MilaImageTests", dependencies: ["MilaCore", "MilaImage", "MilaWeights"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MilaModelTests", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "MilaOpenCLTests", dependencies: ["MilaCore", "MilaReference", "MilaOpenCL", "MilaKernels"]),

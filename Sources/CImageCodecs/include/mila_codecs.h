@@ -1,0 +1,25 @@
+// JPEG and PNG decoding to 8-bit RGB through libjpeg(-turbo) and libpng. libjpeg and libpng
+// report errors with longjmp, which must not cross Swift frames, so the setjmp handlers live
+// here and errors come back as a message.
+#ifndef MILA_CODECS_H
+#define MILA_CODECS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint8_t *pixels;     // width * height * 3 bytes, RGB, row-major; free with mila_image_free
+    int width;
+    int height;
+    int orientation;     // EXIF orientation 1..8 (1 when absent)
+    char error[200];     // set when pixels is NULL
+} mila_image;
+
+// Decodes a JPEG (baseline or progressive; gray, YCbCr or RGB) to RGB.
+mila_image mila_decode_jpeg(const uint8_t *data, size_t size);
+// Decodes a PNG (1-16 bit; gray, gray+alpha, RGB, RGBA, palette) to 8-bit RGB: 16-bit samples
+// keep their high byte and alpha is dropped, as PIL's convert("RGB") does.
+mila_image mila_decode_png(const uint8_t *data, size_t size);
+void mila_image_free(mila_image *image);
+
+#endif

@@ -1,0 +1,78 @@
+import CImageCodecs
+import Foundation
+import MilaCore
+
+/// An 8-bit RGB image, row-major, 3 bytes per pixel.
+public struct RGBImage: Equatable, Sendable {
+    public let width: Int
+    public let height: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * 3)
+        (self.width, self.height, self.pixels) = (width, height, pixels)
+    }
+}
+
+/// An image file that cannot be used: names the file and the problem.
+public struct ImageError: Error, CustomStringConvertible, Equatable {
+    public let file: String
+    public let message: String
+    public init(file: String, message: String) { (self.file, self.message) = (file, message) }
+    public var description: String { "\(file): \(message)" }
+}
+
+public enum ImageDecoder {
+    /// Decodes a JPEG or PNG file (told apart by content) to RGB, turned upright by its EXIF
+    /// orientation.
+    public static func decode(_ path: String) throws -> RGBImage {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ImageError(file: path, message: "cannot read: \((error as NSError).localizedDescription)")
+        }
+        let bytes = [UInt8](data.prefix(8))
+        var decoded: mila_image
+        if bytes.starts(with: [0xFF, 0xD8, 0xFF]) {
+            decoded = data.withUnsafeBytes { mila_decode_jpeg($0.bindMemory(to: UInt8.self).baseAddress, $0.count) }
+        } else if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
+            decoded = data.withUnsafeBytes { mila_decode_png($0.bindMemory(to: UInt8.self).baseAddress, $0.count) }
+        } else {
+            throw ImageError(file: path, message: data.isEmpty ? "empty file" : "not a JPEG or PNG image")
+        }
+        defer { mila_image_free(&decoded) }
+        guard let pixels = decoded.pixels else {
+            let message = withUnsafeBytes(of: decoded.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            throw ImageError(file: path, message: message)
+        }
+        let image = RGBImage(width: Int(decoded.width), height: Int(decoded.height),
+                             pixels: Array(UnsafeBufferPointer(start: pixels, count: Int(decoded.width * decoded.height * 3))))
+        return oriented(image, exif: Int(decoded.orientation))
+    }
+
+    /// Applies EXIF orientation 2..8 (mirror and/or rotate) so the image is upright.
+    public static func oriented(_ image: RGBImage, exif orientation: Int) -> RGBImage {
+        guard (2...8).contains(orientation) else { return image }
+        let (w, h) = (image.width, image.height)
+        let swaps = orientation >= 5
+        let (ow, oh) = swaps ? (h, w) : (w, h)
+        var out = [UInt8](repeating: 0, count: image.pixels.count)
+        for y in 0..<oh {
+            for x in 0..<ow {
+                // Source pixel for output (x, y), per the EXIF definitions (as PIL's exif_transpose).
+                let (sx, sy): (Int, Int)
+                switch orientation {
+                case 2: (sx, sy) = (w - 1 - x, y)
+                case 3: (sx, sy) = (w - 1 - x, h - 1 - y)
+                case 4: (sx, sy) = (x, h - 1 - y)
+                case 5: (sx, sy) = (y, x)
+                case 6: (sx, sy) = (y, h - 1 - x)
+                case 7: (sx, sy) = (w - 1 - y, h - 1 - x)
+                default: (sx, sy) = (w - 1 - y, x)  // 8
+                }
+                let (o, i) = ((y * ow + x) * 3, (sy * w + sx) * 3)
+                out[o] = image.pixels[i]; out[o + 1] = image.pixels[i + 1]; out[o + 2] = image.pixels[i + 2]
+            }
+        }
+        return RGBImage(width: ow, height: oh, pixels: out)
+    }
+}
