@@ -20,6 +20,12 @@ public struct ModelConfig: Equatable, Sendable {
     public var labels: [String]? = nil
 
     public var stages: Int { depths.count }
+
+    /// Class names: the configured labels, else ImageNet-1K's for 1000 classes, else "0".."N-1".
+    public var classLabels: [String] {
+        if let labels, labels.count == numClasses { return labels }
+        return numClasses == imageNetLabels.count ? imageNetLabels : (0..<numClasses).map(String.init)
+    }
     public func channels(stage: Int) -> Int { embedDim << stage }
     public var hiddenDim: (Int) -> Int { { stage in Int(self.mlpRatio * Double(self.channels(stage: stage))) } }
 

@@ -13,7 +13,8 @@ struct MilaInfer: ParsableCommand {
             MILA_KERNEL_DIR loads Kernels/*.cl from a folder instead of the embedded copies; \
             MILA_CACHE_DIR moves the program cache (MILA_KERNEL_CACHE=0 turns it off).
             """,
-        subcommands: [Run.self, Check.self, Devices.self])
+        subcommands: [Classify.self, Run.self, Check.self, Eval.self, Devices.self],
+        defaultSubcommand: Classify.self)
 }
 
 /// Runs `body`; any error becomes one line on stderr and exit status 1.

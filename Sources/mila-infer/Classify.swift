@@ -1,0 +1,106 @@
+import ArgumentParser
+import Foundation
+import MilaCore
+import MilaEngine
+import MilaImage
+import MilaModel
+import MilaWeights
+
+/// How images become network inputs: --resolution / --size / --no-crop over the model's defaults.
+struct InputOptions: ParsableArguments {
+    @Option(name: .long, help: "Square input size R (default: the model's image size, 224 for the released models).")
+    var resolution: Int?
+
+    @Option(name: .long, help: "Input size HxW, e.g. 384x512 (instead of --resolution).")
+    var size: String?
+
+    @Flag(name: .customLong("no-crop"), help: "Resize the whole image to the input size instead of resize-then-center-crop.")
+    var noCrop = false
+
+    func preprocess(for config: ModelConfig) throws -> Preprocess {
+        if resolution != nil && size != nil { throw ValidationError("give --resolution or --size, not both") }
+        var (h, w) = (config.imageSize[0], config.imageSize[1])
+        if let resolution {
+            guard resolution >= 1 else { throw ValidationError("--resolution must be positive") }
+            (h, w) = (resolution, resolution)
+        }
+        if let parsed = try parseSize(size) { (h, w) = parsed }
+        return Preprocess(height: h, width: w, cropFraction: config.cropFraction, mean: config.mean, std: config.std, crop: !noCrop)
+    }
+}
+
+struct Classify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Classify images (JPEG or PNG) and print the top classes.",
+        discussion: "A file that cannot be read is reported with its name and skipped; the exit status is then 1.")
+
+    @Argument(help: "Image files.")
+    var images: [String]
+
+    @OptionGroup var options: ModelOptions
+    @OptionGroup var input: InputOptions
+
+    @Option(name: .long, help: "How many classes to show per image.")
+    var top: Int = 5
+
+    @Flag(name: .long, help: "Print JSON Lines: {\"image\", \"top\": [{\"index\", \"label\", \"probability\"}]} per image.")
+    var json = false
+
+    @Option(name: .customLong("save-input"), help: "Also write each image's network input (1 x 3 x H x W, normalised) as DIR/<image file name>.npy.")
+    var saveInput: String?
+
+    func run() throws {
+        try reportingErrors {
+            guard options.model != nil else {
+                throw ValidationError("classify needs --model PATH (an MLLA checkpoint or safetensors file)")
+            }
+            guard top >= 1 else { throw ValidationError("--top must be at least 1") }
+            let engine = try Engine(model: options.model, arch: options.arch, stateDictKey: options.stateDict,
+                                    backend: try options.backendKind(), device: options.device)
+            let preprocess = try input.preprocess(for: engine.config)
+            let labels = engine.config.classLabels
+            if let saveInput { try FileManager.default.createDirectory(atPath: saveInput, withIntermediateDirectories: true) }
+            var failures = 0
+            for path in images {
+                do {
+                    let tensor = try preprocess.tensor(try ImageDecoder.decode(path))
+                    if let saveInput {
+                        let name = URL(fileURLWithPath: path).lastPathComponent + ".npy"
+                        try NPY.write(tensor, to: URL(fileURLWithPath: saveInput).appendingPathComponent(name).path)
+                    }
+                    let (graph, values) = try engine.run(nchw: tensor)
+                    let ranked = Ranking(logits: values[graph.outputs["logits"]!]!.data).top(top)
+                    if json {
+                        let entries = ranked.map { ["index": $0.index, "label": labels[$0.index], "probability": $0.probability] as [String: Any] }
+                        let object: [String: Any] = ["image": path, "top": entries]
+                        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+                        print(String(decoding: data, as: UTF8.self))
+                    } else {
+                        print(path)
+                        for r in ranked { print(String(format: "  %7.4f  ", r.probability) + "\(labels[r.index]) (\(r.index))") }
+                    }
+                } catch let error as ImageError {
+                    failures += 1
+                    note("mila-infer: \(error)")
+                }
+            }
+            if failures > 0 { throw ExitCode(1) }
+        }
+    }
+}
+
+/// Softmax probabilities of one row of logits, ranked.
+struct Ranking {
+    let probabilities: [Double]
+
+    init(logits: [Float]) {
+        let m = Double(logits.max() ?? 0)
+        let e = logits.map { exp(Double($0) - m) }
+        let total = e.reduce(0, +)
+        probabilities = e.map { $0 / total }
+    }
+
+    func top(_ k: Int) -> [(index: Int, probability: Double)] {
+        probabilities.indices.sorted { probabilities[$0] > probabilities[$1] }.prefix(k).map { ($0, probabilities[$0]) }
+    }
+}
