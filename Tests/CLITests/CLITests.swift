@@ -1,0 +1,103 @@
+import Foundation
+import MilaCore
+import MilaWeights
+import Testing
+
+/// Runs the built `mila-infer` as a user would.
+enum CLI {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let binary: URL = {
+        let folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let candidates = [folder, folder.deletingLastPathComponent(), folder.deletingLastPathComponent().deletingLastPathComponent()]
+        return candidates.map { $0.appendingPathComponent("mila-infer") }.first { FileManager.default.isExecutableFile(atPath: $0.path) }
+            ?? root.appendingPathComponent(".build/debug/mila-infer")
+    }()
+    static func fixture(_ path: String) -> String { root.appendingPathComponent("Tests").appendingPathComponent(path).path }
+
+    static func run(_ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    }
+
+    static func temporaryFolder() throws -> URL {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mila-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        return folder
+    }
+}
+
+@Suite("mila-infer", .serialized) struct CLITests {
+    let tiny = CLI.fixture("MilaModelTests/Fixtures/tiny/weights.safetensors")
+
+    @Test func runWritesLogitsAndFeaturesMatchingPyTorch() throws {
+        let folder = try CLI.temporaryFolder()
+        let logits = folder.appendingPathComponent("logits.npy").path
+        let result = try CLI.run(["run", "--model", tiny, "--input", CLI.fixture("MilaModelTests/Fixtures/tiny/input.npy"),
+                                  "--output", logits, "--features", folder.path])
+        #expect(result.status == 0, "\(result.err)")
+        let expected = try NPY.read(CLI.fixture("MilaModelTests/Fixtures/tiny/logits.npy"))
+        let actual = try NPY.read(logits)
+        #expect(actual.shape == expected.shape)
+        let error = zip(actual.data, expected.data).map { abs($0 - $1) }.max() ?? 1
+        #expect(error < 1e-5)
+        let stage3 = try NPY.read(folder.appendingPathComponent("stage3.npy").path)
+        #expect(stage3.shape == [2, 128, 4, 5])
+    }
+
+    @Test func classifyReportsABadFileAndGoesOn() throws {
+        let image = CLI.fixture("MilaImageTests/Fixtures/china.jpg")
+        let notAnImage = CLI.fixture("CLITests/CLITests.swift")
+        let result = try CLI.run(["classify", image, notAnImage, CLI.fixture("MilaImageTests/Fixtures/flower.png"),
+                                  "--model", tiny, "--top", "3", "--json"])
+        #expect(result.status == 1)
+        #expect(result.err.contains("\(notAnImage): not a JPEG or PNG image"))
+        let lines = result.out.split(separator: "\n")
+        #expect(lines.count == 2)
+        let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
+        #expect(first?["image"] as? String == image)
+        #expect((first?["top"] as? [[String: Any]])?.count == 3)
+    }
+
+    @Test func classifySavesTheNetworkInput() throws {
+        let folder = try CLI.temporaryFolder()
+        let result = try CLI.run(["classify", CLI.fixture("MilaImageTests/Fixtures/china.jpg"), "--model", tiny,
+                                  "--size", "64x96", "--save-input", folder.path])
+        #expect(result.status == 0, "\(result.err)")
+        let saved = try NPY.read(folder.appendingPathComponent("china.jpg.npy").path)
+        #expect(saved.shape == [1, 3, 64, 96])
+    }
+
+    @Test func checkComparesBothBackends() throws {
+        let result = try CLI.run(["check", "--model", tiny, "--size", "37x53"])
+        #expect(result.status == 0, "\(result.err)")
+        #expect(result.out.contains("logits relative L2"))
+        #expect(result.out.contains("layers.3.blocks.0.attn"))
+    }
+
+    @Test func badArgumentsAreOneLineErrors() throws {
+        let missing = try CLI.run(["run", "--model", "/nonexistent/model.pth", "--input", "x.npy"])
+        #expect(missing.status == 1)
+        #expect(missing.err.contains("/nonexistent/model.pth: cannot read"))
+        let noModel = try CLI.run(["classify", CLI.fixture("MilaImageTests/Fixtures/china.jpg")])
+        #expect(noModel.status != 0)
+        #expect(noModel.err.contains("--model"))
+        let badSize = try CLI.run(["check", "--model", tiny, "--size", "big"])
+        #expect(badSize.status != 0)
+        #expect(badSize.err.contains("--size"))
+    }
+
+    @Test func devicesListsPoCL() throws {
+        let result = try CLI.run(["devices"])
+        #expect(result.status == 0)
+        #expect(result.out.contains("* 0:0"))
+    }
+}
