@@ -18,6 +18,9 @@ public struct ModelConfig: Equatable, Sendable {
     public var std: [Float] = [0.229, 0.224, 0.225]
     public var cropFraction: Double = 0.875
     public var labels: [String]? = nil
+    /// A dense-prediction backbone: no `norm` / `head`, one LayerNorm `norm{s}` per stage
+    /// output instead, and no logits.
+    public var backbone = false
 
     public var stages: Int { depths.count }
 
@@ -45,9 +48,11 @@ public struct ModelConfig: Equatable, Sendable {
     /// The configuration of a weight file: its `mila.config` metadata, else `arch`, else the one
     /// preset whose tensor shapes match.
     public static func resolve(for file: WeightFile, arch: String?) throws -> ModelConfig {
-        if let arch { return try preset(arch) }
-        if let json = file.metadata["mila.config"] { return try fromJSON(json, file: file) }
-        let matches = presets.values.filter { (try? WeightBinding.check(file: file, config: $0)) != nil }
+        let backbone = file.shapes["head.weight"] == nil && file.shapes["norm0.weight"] != nil
+        if let arch { var c = try preset(arch); c.backbone = backbone; return c }
+        if let json = file.metadata["mila.config"] { var c = try fromJSON(json, file: file); c.backbone = backbone; return c }
+        let candidates = presets.values.map { preset -> ModelConfig in var c = preset; c.backbone = backbone; return c }
+        let matches = candidates.filter { (try? WeightBinding.check(file: file, config: $0)) != nil }
         guard matches.count == 1 else {
             throw ModelError.config("\(file.path): cannot tell the architecture from the tensor shapes"
                                     + (matches.isEmpty ? " (no preset matches)" : " (\(matches.map(\.name).sorted()) match)")

@@ -62,7 +62,8 @@ public enum ModelGraph {
                 let hidden = try linear("\(p).mlp.fc1", try norm("\(p).norm2", x3), .gelu)
                 x = try linear("\(p).mlp.fc2", hidden, residual: x3)
             }
-            g.markOutput("stage\(s)", x)
+            // Stage output s; a backbone normalises it with its own norm{s} (the stream goes on un-normalised).
+            g.markOutput("stage\(s)", config.backbone ? try norm("norm\(s)", x) : x)
             if s < config.stages - 1 {
                 let d = "layers.\(s).downsample"
                 let shape = g.nodes[x].shape
@@ -75,8 +76,10 @@ public enum ModelGraph {
                 x = try linear("\(d).conv.2", reduced, weight: "\(d).conv.2#folded")
             }
         }
-        let pooled = try g.add("avgpool", .meanTokens, inputs: [try norm("norm", x)])
-        g.markOutput("logits", try linear("head", pooled))
+        if !config.backbone {
+            let pooled = try g.add("avgpool", .meanTokens, inputs: [try norm("norm", x)])
+            g.markOutput("logits", try linear("head", pooled))
+        }
         return g
     }
 }

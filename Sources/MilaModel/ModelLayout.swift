@@ -44,8 +44,12 @@ enum ModelLayout {
                 try v.convBN("\(d).2", out: 2 * c, in: 8 * c, kernel: 1, convBias: true)
             }
         }
-        let last = config.channels(stage: config.stages - 1)
-        try v.norm("norm", channels: last)
-        try v.linear("head", out: config.numClasses, in: last, kernel1x1: false)
+        if config.backbone {
+            for s in 0..<config.stages { try v.norm("norm\(s)", channels: config.channels(stage: s)) }
+        } else {
+            let last = config.channels(stage: config.stages - 1)
+            try v.norm("norm", channels: last)
+            try v.linear("head", out: config.numClasses, in: last, kernel1x1: false)
+        }
     }
 }

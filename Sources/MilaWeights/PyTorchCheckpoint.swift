@@ -1,7 +1,8 @@
 import Foundation
 
 /// A `torch.save` zip checkpoint: `<top>/data.pkl` unpickled without executing anything, the
-/// state dict taken from the top-level dict or its `model` entry (or `stateDictKey`), and each
+/// state dict taken from its `model` entry, else its `state_dict` entry (mmdet / mmseg), else
+/// the top-level dict (or `stateDictKey`), and each
 /// tensor pointed at its storage entry `<top>/data/<key>` in the mapped file.
 enum PyTorchCheckpoint {
     static func read(path: String, data: Data, stateDictKey: String?) throws -> WeightFile {
@@ -25,6 +26,8 @@ enum PyTorchCheckpoint {
             stateDict = d
         } else if case let .dict(d)? = rootDict.value(for: "model") {
             stateDict = d
+        } else if case let .dict(d)? = rootDict.value(for: "state_dict") {
+            stateDict = d  // mmdetection / mmsegmentation checkpoints
         } else {
             stateDict = rootDict
         }

@@ -46,12 +46,27 @@ public final class WeightFile: TensorSource, @unchecked Sendable {
     public let metadata: [String: String]
     let data: Data
 
+    /// Tensors left out because they belong to the rest of a detector or segmenter (see below).
+    public let droppedTensors: Int
+
+    /// A checkpoint of a whole detection or segmentation model keeps the backbone under
+    /// `backbone.`: then only those tensors are the model's (prefix removed), and the neck and
+    /// heads are left out.
     init(path: String, format: String, data: Data, tensors: [String: StoredTensor], metadata: [String: String]) {
         self.path = path
         self.format = format
         self.data = data
-        self.tensors = tensors
         self.metadata = metadata
+        let prefix = "backbone."
+        if tensors.keys.contains(where: { $0.hasPrefix(prefix) }) {
+            var kept: [String: StoredTensor] = [:]
+            for (name, t) in tensors where name.hasPrefix(prefix) { kept[String(name.dropFirst(prefix.count))] = t }
+            self.tensors = kept
+            self.droppedTensors = tensors.count - kept.count
+        } else {
+            self.tensors = tensors
+            self.droppedTensors = 0
+        }
     }
 
     public var shapes: [String: [Int]] { tensors.mapValues(\.shape) }

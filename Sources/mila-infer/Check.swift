@@ -50,9 +50,10 @@ struct Check: ParsableCommand {
                 print(column(node.name, 44) + column(node.op.kind, 18) + column(String(format: "%.3e", maxError), 13, right: true)
                       + column(String(format: "%.3e", l2), 13, right: true) + (bad ? "  <- exceeds \(Self.opTolerance)" : ""))
             }
-            let logitsID = graph.outputs["logits"]!
-            let (_, logitsL2) = compare(opencl[logitsID]!, reference[logitsID]!)
-            print(String(format: "logits relative L2: %.3e (tolerance %.0e)", logitsL2, Self.logitsTolerance))
+            // The network's final output: the logits, or a backbone's last stage output.
+            let (finalName, finalID) = graph.outputs["logits"].map { ("logits", $0) } ?? ("stage\(engine.config.stages - 1)", graph.outputs["stage\(engine.config.stages - 1)"]!)
+            let (_, logitsL2) = compare(opencl[finalID]!, reference[finalID]!)
+            print("\(finalName) relative L2: " + String(format: "%.3e (tolerance %.0e)", logitsL2, Self.logitsTolerance))
             if failures > 0 || !(logitsL2 <= Self.logitsTolerance) {
                 note("check failed: \(failures) op(s) over tolerance")
                 throw ExitCode(1)

@@ -57,6 +57,9 @@ struct Classify: ParsableCommand {
             guard top >= 1 else { throw ValidationError("--top must be at least 1") }
             let engine = try Engine(model: options.model, arch: options.arch, stateDictKey: options.stateDict,
                                     backend: try options.backendKind(), device: options.device)
+            guard !engine.config.backbone else {
+                throw ValidationError("\(engine.source) is a backbone without a classification head; use run --features")
+            }
             let preprocess = try input.preprocess(for: engine.config)
             let labels = engine.config.classLabels
             if let saveInput { try FileManager.default.createDirectory(atPath: saveInput, withIntermediateDirectories: true) }

@@ -10,7 +10,7 @@ extension BackendKind: ExpressibleByArgument {}
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a preprocessed (N, 3, H, W) float32 batch and write the logits.",
-        discussion: "The input is a .npy file, already normalised. Any H and W work (padded as the official backbones do).")
+        discussion: "The input is a .npy file, already normalised. Any H and W work (padded as the official backbones do). A backbone checkpoint (norm0..norm3, no head) writes only --features.")
 
     @OptionGroup var options: ModelOptions
 
@@ -28,17 +28,14 @@ struct Run: ParsableCommand {
             let engine = try Engine(model: options.model, arch: options.arch, stateDictKey: options.stateDict,
                                     backend: try options.backendKind(), device: options.device)
             let batch = try NPY.read(input)
+            if engine.config.backbone && output != nil {
+                throw ValidationError("\(engine.source) is a backbone without a classification head: there are no logits for --output; use --features DIR")
+            }
             let (graph, values) = try engine.run(nchw: batch)
-            let logits = values[graph.outputs["logits"]!]!
-            if let output {
-                try NPY.write(logits, to: output)
-            } else {
-                let classes = logits.shape[1]
-                for n in 0..<logits.shape[0] {
-                    let row = Array(logits.data[(n * classes)..<((n + 1) * classes)])
-                    let top = row.indices.sorted { row[$0] > row[$1] }.prefix(5)
-                    print("image \(n): " + top.map { "\($0) (\(String(format: "%.4f", row[$0])))" }.joined(separator: ", "))
-                }
+            if let logitsID = graph.outputs["logits"] {
+                try report(values[logitsID]!)
+            } else if features == nil {
+                note("backbone model: no logits; give --features DIR to write the stage outputs")
             }
             if let features {
                 try FileManager.default.createDirectory(atPath: features, withIntermediateDirectories: true)
@@ -47,6 +44,20 @@ struct Run: ParsableCommand {
                     try NPY.write(try Layout.channelsFirst(map), to: URL(fileURLWithPath: features).appendingPathComponent("stage\(s).npy").path)
                 }
             }
+        }
+    }
+
+    /// Writes the logits to --output, or prints each image's top-5 logits.
+    func report(_ logits: Tensor) throws {
+        if let output {
+            try NPY.write(logits, to: output)
+            return
+        }
+        let classes = logits.shape[1]
+        for n in 0..<logits.shape[0] {
+            let row = Array(logits.data[(n * classes)..<((n + 1) * classes)])
+            let top = row.indices.sorted { row[$0] > row[$1] }.prefix(5)
+            print("image \(n): " + top.map { "\($0) (\(String(format: "%.4f", row[$0])))" }.joined(separator: ", "))
         }
     }
 }

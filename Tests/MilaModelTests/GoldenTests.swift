@@ -90,3 +90,27 @@ let modelTolerance = 1e-5
         }
     }
 }
+
+@Suite("Backbone checkpoints") struct BackboneTests {
+    /// A detector-style file: the backbone under `backbone.` with norm0..norm3, plus a neck tensor.
+    @Test(arguments: [BackendKindForTest.reference, .opencl])
+    func stageOutputsGetTheirNorms(_ kind: BackendKindForTest) throws {
+        let file = try WeightFile.open(Golden.path("backbone.safetensors"))
+        #expect(file.droppedTensors == 1)
+        let config = try ModelConfig.resolve(for: file, arch: nil)
+        #expect(config.backbone)
+        let weights = try WeightBinding.prepare(file: file, config: config)
+        let input = try Golden.channelsLast(try NPY.read(Golden.path("input.npy")))
+        let graph = try ModelGraph.build(config: config, weightShapes: weights.mapValues(\.shape), batch: 2, height: 98, width: 150)
+        #expect(graph.outputs["logits"] == nil)
+        let backend: Backend = kind == .reference ? ReferenceBackend(weights: weights) : CLBackend(context: try CLContext(), weights: weights)
+        let values = try backend.run(graph, input: input, keep: [])
+        for s in 0..<4 {
+            let want = try Golden.channelsLast(try NPY.read(Golden.path("backbone_stage\(s).npy")))
+            let got = try #require(values[graph.outputs["stage\(s)"]!])
+            #expect(relativeL2(got, want) <= modelTolerance, "stage \(s): \(relativeL2(got, want))")
+        }
+    }
+}
+
+enum BackendKindForTest: String, CaseIterable, Sendable { case reference, opencl }

@@ -69,6 +69,22 @@ def main():
     image = torch.randn(2, 3, 98, 150)
     with torch.no_grad():
         logits, stages = model(image)
+
+    # The same network as a dense-prediction backbone, saved the way a detector checkpoint
+    # holds it: under "backbone." beside the detector's other parts, with one LayerNorm per
+    # stage output (norm0..norm3) and no norm / head.
+    backbone = {f"backbone.{k}": v for k, v in state.items() if not k.startswith(("norm.", "head."))}
+    for s, t in enumerate(stages):
+        c = t.shape[1]
+        backbone[f"backbone.norm{s}.weight"] = 1 + 0.1 * torch.randn(c)
+        backbone[f"backbone.norm{s}.bias"] = 0.02 * torch.randn(c)
+    backbone["neck.lateral_convs.0.conv.weight"] = torch.randn(8, 16, 1, 1)
+    save_file(backbone, os.path.join(OUT, "backbone.safetensors"), metadata={"mila.config": json.dumps(CONFIG)})
+    with torch.no_grad():
+        for s, t in enumerate(stages):
+            normed = torch.nn.functional.layer_norm(t.permute(0, 2, 3, 1), (t.shape[1],), backbone[f"backbone.norm{s}.weight"],
+                                                    backbone[f"backbone.norm{s}.bias"], eps=1e-5).permute(0, 3, 1, 2)
+            np.save(os.path.join(OUT, f"backbone_stage{s}.npy"), normed.numpy().astype(np.float32))
     np.save(os.path.join(OUT, "input.npy"), image.numpy().astype(np.float32))
     np.save(os.path.join(OUT, "logits.npy"), logits.numpy().astype(np.float32))
     for s, t in enumerate(stages):
