@@ -11,17 +11,18 @@ public struct Graph: Sendable {
     public let batch: Int
     public let height: Int
     public let width: Int
+    /// Shapes of the weights the ops name (to check them, and to rebuild the graph when fusing).
+    public let weightShapes: [String: [Int]]
 
-    public init(batch: Int, height: Int, width: Int) {
-        (self.batch, self.height, self.width) = (batch, height, width)
+    public init(batch: Int, height: Int, width: Int, weightShapes: [String: [Int]] = [:]) {
+        (self.batch, self.height, self.width, self.weightShapes) = (batch, height, width, weightShapes)
     }
 
     public var input: Int { 0 }
 
     /// Appends a node after checking its operand shapes with the op's spec; returns its id.
     @discardableResult
-    public mutating func add(_ name: String, _ op: Op, inputs: [Int], residual: Int? = nil, multiply: Int? = nil,
-                             weightShapes: [String: [Int]] = [:]) throws -> Int {
+    public mutating func add(_ name: String, _ op: Op, inputs: [Int], residual: Int? = nil, multiply: Int? = nil) throws -> Int {
         let shape = try Self.outputShape(of: op, name: name, inputs: inputs.map { nodes[$0].shape },
                                          residual: residual.map { nodes[$0].shape }, multiply: multiply.map { nodes[$0].shape },
                                          weightShapes: weightShapes)
@@ -30,6 +31,17 @@ public struct Graph: Sendable {
     }
 
     public mutating func markOutput(_ role: String, _ id: Int) { outputs[role] = id }
+
+    /// Identifies the graph's structure within this process (for caches of plans per graph).
+    public var signature: Int {
+        var hasher = Hasher()
+        hasher.combine(batch); hasher.combine(height); hasher.combine(width)
+        for node in nodes {
+            hasher.combine(node.op.kind); hasher.combine(node.shape); hasher.combine(node.inputs)
+            hasher.combine(node.residual); hasher.combine(node.multiply)
+        }
+        return hasher.finalize()
+    }
 
     /// The last node that reads each value (for liveness); outputs live to the end.
     public func lastUses() -> [Int] {
@@ -72,6 +84,13 @@ public struct Graph: Sendable {
                                                height: v[1], width: v[2], heads: heads,
                                                lepeWeight: try weight(lepeWeight), lepeBias: try weight(lepeBias))
             return [spec.batch, spec.height, spec.width, spec.channels]
+        case .add, .multiply:
+            guard inputs[0] == inputs[1] else {
+                throw MilaError.shapeMismatch(op: name, tensor: "second operand", expected: Shape.describe(inputs[0]), actual: inputs[1])
+            }
+            return inputs[0]
+        case .activation:
+            return inputs[0]
         case .meanTokens:
             guard inputs[0].count == 4 else {
                 throw MilaError.shapeMismatch(op: name, tensor: "input", expected: "(B, H, W, C)", actual: inputs[0])
@@ -110,6 +129,11 @@ public enum Op: Sendable {
     case linearAttention(heads: Int, lepeWeight: String, lepeBias: String)
     /// (B, H, W, C) -> (B, C).
     case meanTokens
+    /// Elementwise inputs[0] + inputs[1], inputs[0] * inputs[1], act(inputs[0]): what the
+    /// scheduler folds into the producer's epilogue where the kernels allow it.
+    case add
+    case multiply
+    case activation(Activation)
 
     public var kind: String {
         switch self {
@@ -120,6 +144,9 @@ public enum Op: Sendable {
         case .layerNorm: "layernorm"
         case .linearAttention: "linear_attention"
         case .meanTokens: "mean_tokens"
+        case .add: "add"
+        case .multiply: "multiply"
+        case let .activation(a): "\(a)"
         }
     }
 }

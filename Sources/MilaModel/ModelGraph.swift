@@ -6,35 +6,53 @@ public enum ModelGraph {
     /// The padding rules of the official dense-prediction backbones: the image is padded at the
     /// bottom and right to a multiple of 4; an odd map is padded by one row / column before
     /// each downsample.
-    public static func build(config: ModelConfig, weightShapes: [String: [Int]], batch: Int, height: Int, width: Int) throws -> Graph {
+    /// `fused`: run the scheduler's fusion pass (the default; the unfused graph is for tests).
+    public static func build(config: ModelConfig, weightShapes: [String: [Int]], batch: Int, height: Int, width: Int,
+                             fused: Bool = true) throws -> Graph {
+        let graph = try unfused(config: config, weightShapes: weightShapes, batch: batch, height: height, width: width)
+        return fused ? try Fusion.fuse(graph) : graph
+    }
+
+    /// Every op on its own: convolutions and linear layers without epilogues, followed by
+    /// activation, multiply and add nodes.
+    static func unfused(config: ModelConfig, weightShapes: [String: [Int]], batch: Int, height: Int, width: Int) throws -> Graph {
         guard batch >= 1, height >= 1, width >= 1 else {
             throw MilaError.invalidArgument(op: "model", message: "input \(batch)x\(height)x\(width) must be at least 1x1x1")
         }
         guard config.attention == .mlla else {
             throw MilaError.unsupported(op: "model", message: "attention '\(config.attention.rawValue)' is not implemented yet")
         }
-        var g = Graph(batch: batch, height: height, width: width)
-        let shapes = weightShapes
+        var g = Graph(batch: batch, height: height, width: width, weightShapes: weightShapes)
         var x = try g.add("input", .input(shape: [batch, height, width, 3]), inputs: [])
         let (h4, w4) = ((height + 3) / 4 * 4, (width + 3) / 4 * 4)
         if (h4, w4) != (height, width) { x = try g.add("patch_embed.pad", .pad(height: h4, width: w4), inputs: [x]) }
+        func activate(_ x: Int, _ activation: Activation, _ scope: String) throws -> Int {
+            activation == .none ? x : try g.add("\(scope).act", .activation(activation), inputs: [x])
+        }
+        func plus(_ x: Int, _ residual: Int?, _ scope: String) throws -> Int {
+            guard let residual else { return x }
+            return try g.add("\(scope).add", .add, inputs: [residual, x])
+        }
         func conv(_ scope: String, _ input: Int, stride: Int, _ activation: Activation, residual: Int? = nil) throws -> Int {
-            try g.add(scope, .conv3x3(weight: "\(scope)#folded.weight", bias: "\(scope)#folded.bias", stride: stride,
-                                      activation: activation, depthwise: false),
-                      inputs: [input], residual: residual, weightShapes: shapes)
+            let y = try g.add(scope, .conv3x3(weight: "\(scope)#folded.weight", bias: "\(scope)#folded.bias", stride: stride,
+                                              activation: .none, depthwise: false), inputs: [input])
+            return try plus(try activate(y, activation, scope), residual, scope)
         }
         func depthwise(_ scope: String, _ input: Int, stride: Int = 1, _ activation: Activation = .none, residual: Int? = nil) throws -> Int {
-            try g.add(scope, .conv3x3(weight: "\(scope).weight", bias: "\(scope).bias", stride: stride, activation: activation, depthwise: true),
-                      inputs: [input], residual: residual, weightShapes: shapes)
+            let y = try g.add(scope, .conv3x3(weight: "\(scope).weight", bias: "\(scope).bias", stride: stride, activation: .none, depthwise: true),
+                              inputs: [input])
+            return try plus(try activate(y, activation, scope), residual, scope)
         }
         func linear(_ scope: String, _ input: Int, _ activation: Activation = .none, weight: String? = nil,
                     multiply: Int? = nil, residual: Int? = nil) throws -> Int {
             let w = weight ?? scope
-            return try g.add(scope, .linear(weight: "\(w).weight", bias: "\(w).bias", activation: activation),
-                             inputs: [input], residual: residual, multiply: multiply, weightShapes: shapes)
+            var y = try activate(try g.add(scope, .linear(weight: "\(w).weight", bias: "\(w).bias", activation: .none), inputs: [input]),
+                                 activation, scope)
+            if let multiply { y = try g.add("\(scope).mul", .multiply, inputs: [y, multiply]) }
+            return try plus(y, residual, scope)
         }
         func norm(_ scope: String, _ input: Int) throws -> Int {
-            try g.add(scope, .layerNorm(weight: "\(scope).weight", bias: "\(scope).bias"), inputs: [input], weightShapes: shapes)
+            try g.add(scope, .layerNorm(weight: "\(scope).weight", bias: "\(scope).bias"), inputs: [input])
         }
 
         // Stem: stride 4.
@@ -54,7 +72,7 @@ public enum ModelGraph {
                 let qk = try linear("\(p).attn.qk", v)
                 let attention = try g.add("\(p).attn", .linearAttention(heads: config.numHeads[s], lepeWeight: "\(p).attn.lepe.weight",
                                                                          lepeBias: "\(p).attn.lepe.bias"),
-                                          inputs: [qk, v], weightShapes: shapes)
+                                          inputs: [qk, v])
                 // SiLU(act_proj(h)) * attention, then out_proj with the block's shortcut.
                 let gated = try linear("\(p).act_proj", h, .silu, multiply: attention)
                 let x2 = try linear("\(p).out_proj", gated, residual: x1)

@@ -10,7 +10,7 @@ public final class CLBackend: Backend {
     private var conv: [String: Conv3x3Weights] = [:]
     private var norms: [String: LayerNormWeights] = [:]
     private let weights: [String: Tensor]
-    private var plans: [String: (plan: MemoryPlan, slots: [CLBuffer])] = [:]
+    private var plans: [Int: (plan: MemoryPlan, slots: [CLBuffer])] = [:]
     /// Bytes of the packed weights on the device.
     public private(set) var weightBytes = 0
 
@@ -21,8 +21,11 @@ public final class CLBackend: Backend {
 
     public func unsupportedNodes(in graph: Graph) -> [String] { [] }
 
-    /// The planned activation memory for `graph`, in bytes.
-    public func plannedBytes(_ graph: Graph) -> Int { MemoryPlan(graph).plannedBytes }
+    /// The planned activation memory for `graph` (the arena, alignment included), in bytes.
+    public func plannedBytes(_ graph: Graph) -> Int {
+        let alignment = max(context.device.baseAddressAlignment, 256)
+        return MemoryPlan(graph).slotSizes.reduce(0) { $0 + (max($1, 1) * 4 + alignment - 1) / alignment * alignment }
+    }
 
     private func tensor(_ name: String) throws -> Tensor {
         guard let t = weights[name] else { throw MilaError.invalidArgument(op: "opencl", message: "weight \(name) was not loaded") }
@@ -55,10 +58,10 @@ public final class CLBackend: Backend {
 
     public func run(_ graph: Graph, input: Tensor, keep: Set<Int>) throws -> [Int: Tensor] {
         try checkSupport(graph)
-        let key = "\(graph.batch)x\(graph.height)x\(graph.width)"
+        let key = graph.signature
         if plans[key] == nil {
             let plan = MemoryPlan(graph)
-            plans[key] = (plan, try plan.slotSizes.map { try context.buffer(count: max($0, 1)) })
+            plans[key] = (plan, try context.arena(counts: plan.slotSizes).regions)
         }
         let (plan, slots) = plans[key]!
         let wanted = keep.union(graph.outputs.values)
@@ -112,6 +115,12 @@ public final class CLBackend: Backend {
                 qk: DeviceTensor(buffer: qk.buffer, shape: [batch, l, qk.shape[3]]), v: DeviceTensor(buffer: v.buffer, shape: [batch, l, v.shape[3]]),
                 height: h, width: wd, heads: heads, lepe: try convWeights(lw, lb, depthwise: true),
                 output: DeviceTensor(buffer: output.buffer, shape: [batch, l, v.shape[3]]))
+        case .add:
+            _ = try context.elementwise(value(node.inputs[0]), value(node.inputs[1]), .add, output: output)
+        case .multiply:
+            _ = try context.elementwise(value(node.inputs[0]), value(node.inputs[1]), .multiply, output: output)
+        case let .activation(a):
+            _ = try context.activation(x!, a, output: output)
         case .meanTokens:
             let s = x!.shape
             _ = try context.meanTokens(DeviceTensor(buffer: x!.buffer, shape: [s[0], s[1] * s[2], s[3]]), output: output)

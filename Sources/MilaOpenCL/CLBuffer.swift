@@ -17,6 +17,24 @@ public final class CLBuffer: @unchecked Sendable {
         }
         self.mem = mem
         self.count = count
+        self.parent = nil
+    }
+
+    /// The buffer a sub-buffer lives in (kept alive as long as the sub-buffer).
+    let parent: CLBuffer?
+
+    /// A region of `parent`: `count` floats from byte `offset` (aligned for the device).
+    init(subBufferOf parent: CLBuffer, offset: Int, count: Int) throws {
+        var region = cl_buffer_region(origin: offset, size: count * MemoryLayout<Float>.size)
+        var status: cl_int = 0
+        guard let mem = clCreateSubBuffer(parent.mem, cl_mem_flags(CL_MEM_READ_WRITE), cl_buffer_create_type(CL_BUFFER_CREATE_TYPE_REGION),
+                                          &region, &status), status == CL_SUCCESS
+        else {
+            throw CLError(call: "clCreateSubBuffer", status: status, context: "\(count * 4) bytes at \(offset) of \(parent.byteCount)")
+        }
+        self.mem = mem
+        self.count = count
+        self.parent = parent
     }
 
     deinit { clReleaseMemObject(mem) }

@@ -95,6 +95,21 @@ public final class CLContext: @unchecked Sendable {
         return (pool.allocations, pool.reuses)
     }
 
+    /// One device allocation split into regions of `counts` floats, each starting at an offset
+    /// aligned for the device: the activation arena of a memory plan.
+    public func arena(counts: [Int]) throws -> (bytes: Int, regions: [CLBuffer]) {
+        let alignment = max(device.baseAddressAlignment, 256)
+        var offsets: [Int] = []
+        var total = 0
+        for count in counts {
+            offsets.append(total)
+            total += (max(count, 1) * 4 + alignment - 1) / alignment * alignment
+        }
+        let parent = try CLBuffer(context: context, count: max(total / 4, 1))
+        let regions = try zip(offsets, counts).map { try CLBuffer(subBufferOf: parent, offset: $0, count: max($1, 1)) }
+        return (total, regions)
+    }
+
     /// Copies host floats into a new buffer (blocking).
     public func upload(_ values: [Float]) throws -> CLBuffer {
         let buffer = try self.buffer(count: max(values.count, 1))

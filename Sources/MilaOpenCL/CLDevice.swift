@@ -20,6 +20,8 @@ public struct CLDeviceInfo: @unchecked Sendable {
     public let maxWorkGroupSize: Int
     public let supportsFP16: Bool
     public let supportsFP64: Bool
+    /// Alignment of sub-buffer origins (CL_DEVICE_MEM_BASE_ADDR_ALIGN), in bytes.
+    public let baseAddressAlignment: Int
 
     /// `platform:device` as used by `--device` and `MILA_DEVICE`.
     public var selector: String { "\(platformIndex):\(deviceIndex)" }
@@ -136,7 +138,8 @@ public enum CLDiscovery {
             maxAllocation: try deviceValue(id, CL_DEVICE_MAX_MEM_ALLOC_SIZE) as cl_ulong,
             maxWorkGroupSize: Int(try deviceValue(id, CL_DEVICE_MAX_WORK_GROUP_SIZE) as Int),
             supportsFP16: extensions.contains("cl_khr_fp16"),
-            supportsFP64: extensions.contains("cl_khr_fp64"))
+            supportsFP64: extensions.contains("cl_khr_fp64"),
+            baseAddressAlignment: max(4, Int(try deviceValue(id, CL_DEVICE_MEM_BASE_ADDR_ALIGN) as cl_uint) / 8))
     }
 
     static func deviceString(_ id: cl_device_id, _ param: Int32) throws -> String {

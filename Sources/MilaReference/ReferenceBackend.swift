@@ -46,6 +46,12 @@ public final class ReferenceBackend: Backend {
                     qk: try Tensor(shape: [batch, h * wd, qk.shape[3]], data: qk.data), v: try Tensor(shape: [batch, h * wd, v.shape[3]], data: v.data),
                     height: h, width: wd, heads: heads, lepeWeight: try weight(lw), lepeBias: try weight(lb))
                 y = try Tensor(shape: node.shape, data: out.data)
+            case .add:
+                y = try Reference.elementwise(values[node.inputs[0]]!, values[node.inputs[1]]!, .add)
+            case .multiply:
+                y = try Reference.elementwise(values[node.inputs[0]]!, values[node.inputs[1]]!, .multiply)
+            case let .activation(a):
+                y = Reference.activation(x!, a)
             case .meanTokens:
                 let s = x!.shape
                 y = try Reference.meanTokens(try Tensor(shape: [s[0], s[1] * s[2], s[3]], data: x!.data))

@@ -54,6 +54,11 @@ struct Check: ParsableCommand {
             let (finalName, finalID) = graph.outputs["logits"].map { ("logits", $0) } ?? ("stage\(engine.config.stages - 1)", graph.outputs["stage\(engine.config.stages - 1)"]!)
             let (_, logitsL2) = compare(opencl[finalID]!, reference[finalID]!)
             print("\(finalName) relative L2: " + String(format: "%.3e (tolerance %.0e)", logitsL2, Self.logitsTolerance))
+            if let cl = engine.backend as? CLBackend {
+                let plan = MemoryPlan(graph)
+                print(String(format: "planned activation memory: %.1f MiB in one arena of %d slots (%d values); weights on the device: %.1f MiB",
+                             Double(cl.plannedBytes(graph)) / 1_048_576, plan.slotSizes.count, graph.nodes.count, Double(cl.weightBytes) / 1_048_576))
+            }
             if failures > 0 || !(logitsL2 <= Self.logitsTolerance) {
                 note("check failed: \(failures) op(s) over tolerance")
                 throw ExitCode(1)

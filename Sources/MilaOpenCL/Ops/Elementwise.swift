@@ -2,19 +2,19 @@ import MilaCore
 
 extension CLContext {
     /// a + b or a * b, same shapes.
-    public func elementwise(_ a: DeviceTensor, _ b: DeviceTensor, _ op: ElementwiseOp) throws -> DeviceTensor {
+    public func elementwise(_ a: DeviceTensor, _ b: DeviceTensor, _ op: ElementwiseOp, output: DeviceTensor? = nil) throws -> DeviceTensor {
         guard a.shape == b.shape else {
             throw MilaError.shapeMismatch(op: "elementwise_\(op)", tensor: "second operand", expected: Shape.describe(a.shape), actual: b.shape)
         }
-        let y = try empty(a.shape)
+        let y = try output ?? empty(a.shape)
         try launch(try kernel(.eltwise, "eltwise_binary"), global: [a.count],
                    arguments: [.int(Int32(a.count)), .int(op.rawValue), .buffer(a.buffer), .buffer(b.buffer), .buffer(y.buffer)])
         return y
     }
 
     /// act(x) elementwise.
-    public func activation(_ x: DeviceTensor, _ activation: Activation) throws -> DeviceTensor {
-        let y = try empty(x.shape)
+    public func activation(_ x: DeviceTensor, _ activation: Activation, output: DeviceTensor? = nil) throws -> DeviceTensor {
+        let y = try output ?? empty(x.shape)
         try launch(try kernel(.eltwise, "eltwise_activation"), global: [x.count],
                    arguments: [.int(Int32(x.count)), .int(activation.rawValue), .buffer(x.buffer), .buffer(y.buffer)])
         return y

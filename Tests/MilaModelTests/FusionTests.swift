@@ -1,0 +1,63 @@
+import MilaCore
+import MilaModel
+import MilaOpenCL
+import MilaReference
+import MilaWeights
+import Testing
+
+@Suite("Scheduler: fusion and memory plan") struct FusionTests {
+    static let config = try! ModelConfig.resolve(for: try! WeightFile.open(Golden.path("weights.safetensors")), arch: nil)
+    static let weights = try! WeightBinding.prepare(file: try! WeightFile.open(Golden.path("weights.safetensors")), config: config)
+
+    static func graphs(_ h: Int, _ w: Int) throws -> (unfused: Graph, fused: Graph) {
+        let shapes = weights.mapValues(\.shape)
+        return (try ModelGraph.build(config: config, weightShapes: shapes, batch: 1, height: h, width: w, fused: false),
+                try ModelGraph.build(config: config, weightShapes: shapes, batch: 1, height: h, width: w))
+    }
+
+    @Test func everyElementwiseNodeOfTheBlocksIsFolded() throws {
+        let (unfused, fused) = try Self.graphs(37, 53)
+        func count(_ g: Graph, _ kinds: Set<String>) -> Int { g.nodes.filter { kinds.contains($0.op.kind) }.count }
+        let elementwise: Set<String> = ["add", "multiply", "relu", "silu", "gelu"]
+        #expect(count(unfused, elementwise) > 0)
+        #expect(count(fused, elementwise) == 0, "left: \(fused.nodes.filter { elementwise.contains($0.op.kind) }.map(\.name))")
+        // One block: cpe1+add, dwc+silu, act_proj+silu+mul, out_proj+add, cpe2+add, fc1+gelu, fc2+add -> 10 nodes folded.
+        #expect(unfused.nodes.count - fused.nodes.count >= 10 * 4)
+        let actProj = try #require(fused.nodes.first { $0.name == "layers.0.blocks.0.act_proj" })
+        guard case let .linear(_, _, activation) = actProj.op else { Issue.record("act_proj is not linear"); return }
+        #expect(activation == .silu && actProj.multiply != nil && actProj.residual == nil)
+    }
+
+    @Test func fusedAndUnfusedGraphsComputeTheSameOutputs() throws {
+        let (unfused, fused) = try Self.graphs(37, 53)
+        let input = try Tensor(randomUniform: [1, 37, 53, 3], in: -2...2, seed: 9)
+        let reference = ReferenceBackend(weights: Self.weights)
+        let a = try reference.run(unfused, input: input, keep: [])
+        let opencl = try CLBackend(context: try CLContext(), weights: Self.weights)
+        let b = try opencl.run(fused, input: input, keep: [])
+        let c = try opencl.run(unfused, input: input, keep: [])
+        for role in ["logits", "stage0", "stage3"] {
+            let (x, y, z) = (a[unfused.outputs[role]!]!, b[fused.outputs[role]!]!, c[unfused.outputs[role]!]!)
+            #expect(relativeL2(y, x) <= modelTolerance, "\(role) fused OpenCL vs unfused reference")
+            #expect(relativeL2(z, x) <= modelTolerance, "\(role) unfused OpenCL vs unfused reference")
+        }
+    }
+
+    @Test func memoryPlanReusesSlotsAndNeverAliasesAnOperand() throws {
+        let (_, fused) = try Self.graphs(98, 150)
+        let plan = MemoryPlan(fused)
+        let total = fused.nodes.reduce(0) { $0 + Shape.count($1.shape) }
+        #expect(plan.slotSizes.count < fused.nodes.count / 4)
+        #expect(plan.slotSizes.reduce(0, +) < total / 4)
+        let lastUse = fused.lastUses()
+        for node in fused.nodes {
+            #expect(plan.slotSizes[plan.slotOfNode[node.id]] >= Shape.count(node.shape))
+            for operand in node.operands { #expect(plan.slotOfNode[operand] != plan.slotOfNode[node.id], "\(node.name) writes over an operand") }
+            // No other live value shares the slot while this one is live.
+            for other in fused.nodes where other.id > node.id && other.id <= lastUse[node.id] {
+                #expect(plan.slotOfNode[other.id] != plan.slotOfNode[node.id] || other.id == node.id,
+                        "\(other.name) overwrites \(node.name) before its last use")
+            }
+        }
+    }
+}
