@@ -200,3 +200,36 @@ public struct PadSpec: Equatable, Sendable {
         (self.height, self.width) = (height, width)
     }
 }
+
+/// Forget-gated linear attention (../shared/spec/mila-fg.md) without LePE: qk (B, L, 2C) before
+/// the feature map, v (B, L, C), logGate (B, L, heads) holding log a <= 0; output (B, L, C).
+public struct ForgetGateAttentionSpec: Equatable, Sendable {
+    public let batch: Int
+    public let tokens: Int
+    public let channels: Int
+    public let heads: Int
+    public var headDim: Int { channels / heads }
+
+    public init(qk: [Int], v: [Int], logGate: [Int], heads: Int) throws {
+        let op = "forget_gate_attention"
+        try Shape.validate(v, name: "v", op: op)
+        guard v.count == 3 else { throw MilaError.shapeMismatch(op: op, tensor: "v", expected: "(B, L, C)", actual: v) }
+        guard heads >= 1, v[2] % heads == 0 else {
+            throw MilaError.invalidArgument(op: op, message: "channels \(v[2]) are not divisible by \(heads) heads")
+        }
+        guard qk == [v[0], v[1], 2 * v[2]] else {
+            throw MilaError.shapeMismatch(op: op, tensor: "qk", expected: Shape.describe([v[0], v[1], 2 * v[2]]), actual: qk)
+        }
+        guard logGate == [v[0], v[1], heads] else {
+            throw MilaError.shapeMismatch(op: op, tensor: "log gate", expected: Shape.describe([v[0], v[1], heads]), actual: logGate)
+        }
+        (batch, tokens, channels, self.heads) = (v[0], v[1], v[2], heads)
+    }
+
+    /// Multiply-adds counted as 2 FLOPs of the recurrent form: state update and readout of a
+    /// d x (d + 1) state per token and direction.
+    public func flops(bidirectional: Bool) -> Double {
+        let perToken = 4.0 * Double(headDim) * Double(headDim + 1)
+        return Double(batch * tokens * heads) * perToken * (bidirectional ? 2 : 1)
+    }
+}

@@ -1,0 +1,114 @@
+import MilaCore
+import MilaOpenCL
+import MilaReference
+import Testing
+
+/// Gate patterns (log a per token and head) of the issue: mild, strong, and adversarial runs.
+enum GatePattern: String, CaseIterable, Sendable {
+    case mild         // log a ~ -0.01
+    case strong       // log a uniform in [-20, 0]
+    case adversarial  // runs of -20 next to runs of ~0, of awkward lengths
+
+    func values(tokens: Int, heads: Int, seed: UInt64) -> [Float] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<(tokens * heads)).map { i in
+            let t = i / heads
+            switch self {
+            case .mild: return -0.01 * rng.nextFloat(in: 0.5...1.5)
+            case .strong: return rng.nextFloat(in: -20...0)
+            case .adversarial: return (t / 37) % 2 == 0 ? -20 : -1e-4 * rng.nextFloat(in: 0...1)
+            }
+        }
+    }
+}
+
+struct ForgetGateCase: CustomTestStringConvertible, Sendable {
+    var tokens: Int
+    var chunk: Int
+    var channels = 16
+    var heads = 2
+    var testDescription: String { "fgla L=\(tokens) T=\(chunk) C=\(channels) heads=\(heads)" }
+}
+
+/// The issue's bound: relative L2 <= 1e-5 against the Float64 recurrent reference, fp32 kernels.
+let forgetGateTolerance = 1e-5
+
+func relativeL2(_ a: Tensor, _ e: Tensor) -> Double {
+    var num = 0.0, den = 0.0
+    for (x, y) in zip(a.data, e.data) { num += Double(x - y) * Double(x - y); den += Double(y) * Double(y) }
+    return (num / max(den, 1e-300)).squareRoot()
+}
+
+func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGateKernel, bidirectional: Bool, normalize: Bool,
+                     pattern: GatePattern, batch: Int = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let label = "\(c.testDescription) \(kernel) \(bidirectional ? "bidirectional" : "causal") normalize=\(normalize) gates=\(pattern)"
+    let qk = try random([batch, c.tokens, 2 * c.channels], label + "qk", in: -2...2)
+    let v = try random([batch, c.tokens, c.channels], label + "v")
+    let gates = try Tensor(shape: [batch, c.tokens, c.heads], data: pattern.values(tokens: batch * c.tokens, heads: c.heads, seed: seed(label)))
+    let expected = try Reference.forgetGateAttention(qk: qk, v: v, logGate: gates, heads: c.heads, bidirectional: bidirectional, normalize: normalize)
+    let y = try context.download(try context.forgetGateAttention(qk: try context.upload(qk), v: try context.upload(v),
+                                                                  logGate: try context.upload(gates), heads: c.heads,
+                                                                  bidirectional: bidirectional, normalize: normalize, kernel: kernel))
+    let finite = y.data.allSatisfy(\.isFinite)
+    let error = relativeL2(y, expected)
+    #expect(finite, "\(label): NaN or Inf in the output", sourceLocation: sourceLocation)
+    #expect(error <= forgetGateTolerance, "\(label): relative L2 \(error)", sourceLocation: sourceLocation)
+}
+
+@Suite("Forget-gated attention") struct ForgetGateTests {
+    static let cases: [ForgetGateCase] = [1, 5, 63, 64, 65, 197, 3136].flatMap { l in [16, 32, 64].map { ForgetGateCase(tokens: l, chunk: $0) } }
+
+    @Test("chunked kernel vs Float64 recurrent reference", arguments: cases)
+    func chunked(_ c: ForgetGateCase) throws {
+        let context = try TestDevice.context()
+        for bidirectional in [false, true] {
+            for normalize in [false, true] {
+                for pattern in GatePattern.allCases {
+                    try checkForgetGate(context, c, kernel: .chunked(chunk: c.chunk), bidirectional: bidirectional,
+                                        normalize: normalize, pattern: pattern)
+                }
+            }
+        }
+    }
+
+    @Test("head dimension 32 and batch 2", arguments: [(64, 1), (16, 2), (64, 2)])
+    func modelHeadDimension(_ channels: Int, _ batch: Int) throws {
+        let context = try TestDevice.context()
+        for bidirectional in [false, true] {
+            try checkForgetGate(context, ForgetGateCase(tokens: 197, chunk: 32, channels: channels, heads: 2), kernel: .chunked(chunk: 32),
+                                bidirectional: bidirectional, normalize: true, pattern: .strong, batch: batch)
+        }
+    }
+
+    @Test("recurrent kernel vs Float64 recurrent reference", arguments: [1, 65, 197])
+    func recurrent(_ tokens: Int) throws {
+        let context = try TestDevice.context()
+        for bidirectional in [false, true] {
+            for normalize in [false, true] {
+                for pattern in GatePattern.allCases {
+                    try checkForgetGate(context, ForgetGateCase(tokens: tokens, chunk: 0), kernel: .recurrent, bidirectional: bidirectional,
+                                        normalize: normalize, pattern: pattern)
+                }
+            }
+        }
+    }
+
+    @Test("L = 65536 (1024 px stage 0), adversarial gates")
+    func longSequence() throws {
+        try checkForgetGate(try TestDevice.context(), ForgetGateCase(tokens: 65536, chunk: 64, channels: 8, heads: 1),
+                            kernel: .chunked(chunk: 64), bidirectional: true, normalize: true, pattern: .adversarial)
+    }
+
+    @Test func rejectsBadShapes() throws {
+        let context = try TestDevice.context()
+        let qk = try context.upload(try Tensor(zeros: [1, 4, 16])), v = try context.upload(try Tensor(zeros: [1, 4, 8]))
+        let gates = try context.upload(try Tensor(zeros: [1, 4, 3]))
+        #expect(throws: MilaError.self) {
+            try context.forgetGateAttention(qk: qk, v: v, logGate: gates, heads: 2, bidirectional: true, normalize: true)
+        }
+        let good = try context.upload(try Tensor(zeros: [1, 4, 2]))
+        #expect(throws: MilaError.self) {
+            try context.forgetGateAttention(qk: qk, v: v, logGate: good, heads: 2, bidirectional: true, normalize: true, kernel: .chunked(chunk: 0))
+        }
+    }
+}
