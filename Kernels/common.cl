@@ -7,6 +7,7 @@
 //   mila_exp:  Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, degree-7 Taylor polynomial
 //              (truncation < 6e-10 relative), 2^n built in the exponent bits. Inputs are clamped
 //              to [-87.3, 88], so it never returns Inf or a denormal.
+//   softplus:  max(x, 0) + log1p(exp(-|x|)), with the library log1p (used only on gate values).
 //   GELU:      x/2 * erfc(-x/sqrt(2)) with the Chebyshev-fitted erfc of Numerical Recipes
 //              (fractional error < 1.2e-7 everywhere), so negative inputs keep their relative
 //              accuracy.
@@ -16,6 +17,7 @@
 #define ACT_RELU 1
 #define ACT_SILU 2
 #define ACT_GELU 3
+#define ACT_SOFTPLUS 4
 
 // Epilogue flags shared by the GEMM and convolution kernels.
 #define EPI_BIAS 1
@@ -70,10 +72,14 @@ inline T mila_gelu_##T(T x) {                                                   
     return select(hx * e, x - hx * e, CONVERT_IT(x >= (T)(0.0f)) != (IT)(0));             \
 }                                                                                               \
 inline T mila_silu_##T(T x) { return x / ((T)(1.0f) + mila_exp_##T(-x)); }                      \
+/* softplus(x) = max(x, 0) + log1p(exp(-|x|)) (the forget gate's dt); log1p is a library call, */ \
+/* acceptable for the few gate values per token. */                                             \
+inline T mila_softplus_##T(T x) { return fmax(x, (T)(0.0f)) + log1p(mila_exp_##T(-fabs(x))); }   \
 inline T mila_act_##T(T x, int act) {                                                           \
     if (act == ACT_RELU) return fmax(x, (T)(0.0f));                                             \
     if (act == ACT_SILU) return mila_silu_##T(x);                                               \
     if (act == ACT_GELU) return mila_gelu_##T(x);                                               \
+    if (act == ACT_SOFTPLUS) return mila_softplus_##T(x);                                       \
     return x;                                                                                   \
 }                                                                                               \
 /* ELU(x) + 1: the positive feature map of the linear attention. */                             \

@@ -5,7 +5,9 @@
 //   causal M_ij = exp(sum_{t=j+1..i} log a_t) (j <= i); bidirectional adds M_ij = exp(sum_{t=i+1..j}) for j > i.
 //
 // Layout: qk (B, L, 2C) straight from the qk GEMM (q, k = ELU + 1 of its halves, applied here),
-// v (B, L, C), logGate (B, L, heads), out (B, L, C); den (B, L, heads) is scratch for the
+// v (B, L, C), gate (B, L, heads) and gateScale (heads): log a = gateScale[h] * gate, which fuses
+// the model's -exp(A_log) * softplus(...) (the GEMM's softplus epilogue makes `gate`; a plain
+// log a comes with gateScale = 1). out (B, L, C); den (B, L, heads) is scratch for the
 // normaliser. Tokens in raster order.
 //
 // Work decomposition: one work-group per (head, batch), one work-item per value column e of the
@@ -47,7 +49,7 @@
 // Loads chunk [t0, t0 + n) of one head into local memory: q, k (ELU + 1), v columns (plus a
 // column of ones), gates (0 past the end: a = 1 changes no decay).
 inline void fg_load(int t0, int n, int L, int C, int heads, int h, int b, __global const float* qk,
-                    __global const float* v, __global const float* logGate,
+                    __global const float* v, __global const float* gate, const float scale,
                     __local float (*Q)[DHEAD], __local float (*K)[DHEAD], __local float (*V)[NCOL], __local float* G) {
     const int lid = get_local_id(0), stride = get_local_size(0);
     for (int idx = lid; idx < CHUNK * DHEAD; idx += stride) {
@@ -64,7 +66,7 @@ inline void fg_load(int t0, int n, int L, int C, int heads, int h, int b, __glob
         }
     }
     for (int r = lid; r < CHUNK; r += stride) {
-        G[r] = r < n ? logGate[((size_t)b * L + t0 + r) * heads + h] : 0.0f;
+        G[r] = r < n ? scale * gate[((size_t)b * L + t0 + r) * heads + h] : 0.0f;
 #if NORMALIZE
         V[r][DHEAD] = r < n ? 1.0f : 0.0f;
 #endif
@@ -91,7 +93,7 @@ inline float fg_decays(__local const float* G, float* EP, float* EX) {
 
 __kernel __attribute__((reqd_work_group_size(NCOL, 1, 1)))
 void fgla_chunked(const int L, const int C, __global const float* qk, __global const float* v,
-                  __global const float* logGate, __global float* out, __global float* den) {
+                  __global const float* gate, __global const float* gateScale, __global float* out, __global float* den) {
     __local float Q[CHUNK][DHEAD], K[CHUNK][DHEAD], V[CHUNK][NCOL], G[CHUNK];
     __local float A[CHUNK][CHUNK];
     float EP[CHUNK], EX[CHUNK];
@@ -107,7 +109,7 @@ void fgla_chunked(const int L, const int C, __global const float* qk, __global c
 
     for (int c = 0; c < chunks; ++c) {
         const int t0 = c * CHUNK, n = min(CHUNK, L - t0);
-        fg_load(t0, n, L, C, heads, h, b, qk, v, logGate, Q, K, V, G);
+        fg_load(t0, n, L, C, heads, h, b, qk, v, gate, gateScale[h], Q, K, V, G);
         barrier(CLK_LOCAL_MEM_FENCE);
         // Decays to the chunk start (inclusive prefix P_r) and to the chunk end (exclusive
         // suffix X_r), each summed directly, exponentiated once.
@@ -155,7 +157,7 @@ void fgla_chunked(const int L, const int C, __global const float* qk, __global c
     for (int m = 0; m < DHEAD; ++m) H[m][e] = 0.0f;  // now E: the state entering from the right
     for (int c = chunks - 1; c >= 0; --c) {
         const int t0 = c * CHUNK, n = min(CHUNK, L - t0);
-        fg_load(t0, n, L, C, heads, h, b, qk, v, logGate, Q, K, V, G);
+        fg_load(t0, n, L, C, heads, h, b, qk, v, gate, gateScale[h], Q, K, V, G);
         barrier(CLK_LOCAL_MEM_FENCE);
         const float g = fg_decays(G, EP, EX);
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -188,14 +190,15 @@ void fgla_chunked(const int L, const int C, __global const float* qk, __global c
 
 __kernel __attribute__((reqd_work_group_size(NCOL, 1, 1)))
 void fgla_recurrent(const int L, const int C, __global const float* qk, __global const float* v,
-                    __global const float* logGate, __global float* out, __global float* den) {
+                    __global const float* gate, __global const float* gateScale, __global float* out, __global float* den) {
     const int e = get_local_id(0), h = get_group_id(1), b = get_group_id(2);
     const int heads = get_num_groups(1);
+    const float scale = gateScale[h];
     float S[DHEAD];
     for (int m = 0; m < DHEAD; ++m) S[m] = 0.0f;
     for (int t = 0; t < L; ++t) {
         __global const float* row = qk + ((size_t)b * L + t) * 2 * C + h * DHEAD;
-        const float a = mila_exp_float(logGate[((size_t)b * L + t) * heads + h]);
+        const float a = mila_exp_float(scale * gate[((size_t)b * L + t) * heads + h]);
         const float ve = e < DHEAD ? v[((size_t)b * L + t) * C + h * DHEAD + e] : 1.0f;
         float y = 0.0f;
         for (int m = 0; m < DHEAD; ++m) {
@@ -223,7 +226,7 @@ void fgla_recurrent(const int L, const int C, __global const float* qk, __global
         const size_t o = e < DHEAD ? ((size_t)b * L + t) * C + h * DHEAD + e : ((size_t)b * L + t) * heads + h;
         __global float* target = e < DHEAD ? out : den;
         target[o] += y;
-        aNext = mila_exp_float(logGate[((size_t)b * L + t) * heads + h]);
+        aNext = mila_exp_float(scale * gate[((size_t)b * L + t) * heads + h]);
     }
 #endif
 #if NORMALIZE

@@ -6,6 +6,8 @@ public enum Activation: Int32, CaseIterable, Sendable, CustomStringConvertible {
     case silu = 2
     /// The exact form, x * (1 + erf(x / sqrt(2))) / 2.
     case gelu = 3
+    /// log(1 + exp(x)): the forget gate's step size.
+    case softplus = 4
 
     public var description: String {
         switch self {
@@ -13,6 +15,7 @@ public enum Activation: Int32, CaseIterable, Sendable, CustomStringConvertible {
         case .relu: "relu"
         case .silu: "silu"
         case .gelu: "gelu"
+        case .softplus: "softplus"
         }
     }
 }

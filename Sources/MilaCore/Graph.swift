@@ -84,6 +84,20 @@ public struct Graph: Sendable {
                                                height: v[1], width: v[2], heads: heads,
                                                lepeWeight: try weight(lepeWeight), lepeBias: try weight(lepeBias))
             return [spec.batch, spec.height, spec.width, spec.channels]
+        case let .forgetGateAttention(heads, _, _, aLog, lepeWeight, lepeBias):
+            let (qk, v, gate) = (inputs[0], inputs[1], inputs[2])
+            guard v.count == 4, qk.count == 4, gate.count == 4 else {
+                throw MilaError.shapeMismatch(op: name, tensor: "v", expected: "(B, H, W, C)", actual: v)
+            }
+            let l = v[1] * v[2]
+            let spec = try ForgetGateAttentionSpec(qk: [qk[0], qk[1] * qk[2], qk[3]], v: [v[0], l, v[3]],
+                                                   logGate: [gate[0], gate[1] * gate[2], gate[3]], heads: heads)
+            let expectLepe = [spec.channels, 1, 3, 3]
+            guard try weight(aLog) == [heads], try weight(lepeWeight) == expectLepe, try weight(lepeBias) == [spec.channels] else {
+                throw MilaError.shapeMismatch(op: name, tensor: "A_log / lepe", expected: "(\(heads)), \(Shape.describe(expectLepe)), (\(spec.channels))",
+                                              actual: try weight(aLog))
+            }
+            return v
         case .add, .multiply:
             guard inputs[0] == inputs[1] else {
                 throw MilaError.shapeMismatch(op: name, tensor: "second operand", expected: Shape.describe(inputs[0]), actual: inputs[1])
@@ -127,6 +141,9 @@ public enum Op: Sendable {
     case layerNorm(weight: String, bias: String)
     /// The released MLLA attention with LePE: inputs (qk, v) as (B, H, W, 2C) and (B, H, W, C).
     case linearAttention(heads: Int, lepeWeight: String, lepeBias: String)
+    /// Forget-gated attention with LePE: inputs (qk, v, gate) as (B, H, W, 2C), (B, H, W, C),
+    /// (B, H, W, heads) with gate = softplus(...) >= 0; log a = -exp(A_log[h]) * gate.
+    case forgetGateAttention(heads: Int, bidirectional: Bool, normalize: Bool, aLog: String, lepeWeight: String, lepeBias: String)
     /// (B, H, W, C) -> (B, C).
     case meanTokens
     /// Elementwise inputs[0] + inputs[1], inputs[0] * inputs[1], act(inputs[0]): what the
@@ -143,6 +160,7 @@ public enum Op: Sendable {
         case .linear: "linear"
         case .layerNorm: "layernorm"
         case .linearAttention: "linear_attention"
+        case .forgetGateAttention: "forget_gate_attention"
         case .meanTokens: "mean_tokens"
         case .add: "add"
         case .multiply: "multiply"

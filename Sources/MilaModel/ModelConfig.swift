@@ -13,6 +13,9 @@ public struct ModelConfig: Equatable, Sendable {
     public var numClasses: Int = 1000
     public var mlpRatio: Double = 4
     public var attention: Attention = .mlla
+    /// Forget-gate scan direction and normaliser (ignored for `mlla`).
+    public var bidirectional = true
+    public var normalize = true
     public var imageSize: [Int] = [224, 224]
     public var mean: [Float] = [0.485, 0.456, 0.406]
     public var std: [Float] = [0.229, 0.224, 0.225]
@@ -36,6 +39,9 @@ public struct ModelConfig: Equatable, Sendable {
         "mlla_t": ModelConfig(name: "mlla_t", embedDim: 64, depths: [2, 4, 8, 4], numHeads: [2, 4, 8, 16]),
         "mlla_s": ModelConfig(name: "mlla_s", embedDim: 64, depths: [3, 6, 21, 6], numHeads: [2, 4, 8, 16]),
         "mlla_b": ModelConfig(name: "mlla_b", embedDim: 96, depths: [3, 6, 21, 6], numHeads: [3, 6, 12, 24]),
+        "mila_fg_t": ModelConfig(name: "mila_fg_t", embedDim: 64, depths: [2, 4, 8, 4], numHeads: [2, 4, 8, 16], attention: .forgetGate),
+        "mila_fg_s": ModelConfig(name: "mila_fg_s", embedDim: 64, depths: [3, 6, 21, 6], numHeads: [2, 4, 8, 16], attention: .forgetGate),
+        "mila_fg_b": ModelConfig(name: "mila_fg_b", embedDim: 96, depths: [3, 6, 21, 6], numHeads: [3, 6, 12, 24], attention: .forgetGate),
     ]
 
     public static func preset(_ name: String) throws -> ModelConfig {
@@ -88,6 +94,13 @@ public struct ModelConfig: Equatable, Sendable {
             guard let attention = Attention(rawValue: a) else { throw ModelError.config("\(file.path): unknown attention '\(a)'") }
             config.attention = attention
         }
+        if let scan = object["scan"] as? String {
+            guard scan == "bidirectional" || scan == "causal" else {
+                throw ModelError.config("\(file.path): scan must be \"bidirectional\" or \"causal\", not '\(scan)'")
+            }
+            config.bidirectional = scan == "bidirectional"
+        }
+        if let normalize = object["normalize"] as? Bool { config.normalize = normalize }
         if object["image_size"] != nil { config.imageSize = try ints("image_size") }
         if let m = object["mean"] as? [NSNumber] { config.mean = m.map { $0.floatValue } }
         if let s = object["std"] as? [NSNumber] { config.std = s.map { $0.floatValue } }

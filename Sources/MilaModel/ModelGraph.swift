@@ -19,9 +19,6 @@ public enum ModelGraph {
         guard batch >= 1, height >= 1, width >= 1 else {
             throw MilaError.invalidArgument(op: "model", message: "input \(batch)x\(height)x\(width) must be at least 1x1x1")
         }
-        guard config.attention == .mlla else {
-            throw MilaError.unsupported(op: "model", message: "attention '\(config.attention.rawValue)' is not implemented yet")
-        }
         var g = Graph(batch: batch, height: height, width: width, weightShapes: weightShapes)
         var x = try g.add("input", .input(shape: [batch, height, width, 3]), inputs: [])
         let (h4, w4) = ((height + 3) / 4 * 4, (width + 3) / 4 * 4)
@@ -70,9 +67,20 @@ public enum ModelGraph {
                 let a = try linear("\(p).in_proj", h)
                 let v = try depthwise("\(p).dwc", a, .silu)
                 let qk = try linear("\(p).attn.qk", v)
-                let attention = try g.add("\(p).attn", .linearAttention(heads: config.numHeads[s], lepeWeight: "\(p).attn.lepe.weight",
-                                                                         lepeBias: "\(p).attn.lepe.bias"),
+                let attention: Int
+                switch config.attention {
+                case .mlla:
+                    attention = try g.add("\(p).attn", .linearAttention(heads: config.numHeads[s], lepeWeight: "\(p).attn.lepe.weight",
+                                                                     lepeBias: "\(p).attn.lepe.bias"),
                                           inputs: [qk, v])
+                case .forgetGate:
+                    // dt = softplus(gate(v)), fused into the gate GEMM; log a = -exp(A_log) * dt inside the attention.
+                    let gate = try linear("\(p).attn.gate", v, .softplus)
+                    attention = try g.add("\(p).attn", .forgetGateAttention(
+                        heads: config.numHeads[s], bidirectional: config.bidirectional, normalize: config.normalize,
+                        aLog: "\(p).attn.A_log", lepeWeight: "\(p).attn.lepe.weight", lepeBias: "\(p).attn.lepe.bias"),
+                        inputs: [qk, v, gate])
+                }
                 // SiLU(act_proj(h)) * attention, then out_proj with the block's shortcut.
                 let gated = try linear("\(p).act_proj", h, .silu, multiply: attention)
                 let x2 = try linear("\(p).out_proj", gated, residual: x1)

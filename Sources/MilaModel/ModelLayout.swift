@@ -10,6 +10,8 @@ protocol LayoutVisitor {
     mutating func norm(_ scope: String, channels: Int) throws
     /// ConvLayer with BatchNorm: `<scope>.conv.weight` [+ `.conv.bias`], `<scope>.norm.*`.
     mutating func convBN(_ scope: String, out: Int, in k: Int, kernel: Int, convBias: Bool) throws
+    /// A bare parameter vector, e.g. `attn.A_log` (heads).
+    mutating func vector(_ name: String, count: Int) throws
 }
 
 enum ModelLayout {
@@ -30,6 +32,10 @@ enum ModelLayout {
                 try v.linear("\(p).in_proj", out: c, in: c, kernel1x1: false)
                 try v.depthwise("\(p).dwc", channels: c)
                 try v.linear("\(p).attn.qk", out: 2 * c, in: c, kernel1x1: false)
+                if config.attention == .forgetGate {
+                    try v.linear("\(p).attn.gate", out: config.numHeads[s], in: c, kernel1x1: false)
+                    try v.vector("\(p).attn.A_log", count: config.numHeads[s])
+                }
                 try v.depthwise("\(p).attn.lepe", channels: c)
                 try v.linear("\(p).out_proj", out: c, in: c, kernel1x1: false)
                 try v.depthwise("\(p).cpe2", channels: c)

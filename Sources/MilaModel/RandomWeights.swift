@@ -1,3 +1,4 @@
+import Foundation
 import MilaCore
 import MilaWeights
 
@@ -36,6 +37,12 @@ public struct RandomWeights: LayoutVisitor {
     mutating func depthwise(_ scope: String, channels: Int) throws {
         try weight("\(scope).weight", [channels, 1, 3, 3])
         try bias("\(scope).bias", channels)
+    }
+
+    /// A_log as Mamba initialises it: log of a value in [1, 16].
+    mutating func vector(_ name: String, count: Int) throws {
+        let u = try uniform([count], 0.5, around: 0.5)  // [0, 1]
+        tensors[name] = try Tensor(shape: [count], data: u.data.map { Float(log(1 + 15 * Double($0))) })
     }
 
     mutating func norm(_ scope: String, channels: Int) throws {

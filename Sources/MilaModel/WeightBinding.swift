@@ -73,6 +73,10 @@ public struct WeightBinding: LayoutVisitor {
         }
     }
 
+    mutating func vector(_ name: String, count: Int) throws {
+        if let t = try take(name, [count]) { prepared[name] = t }
+    }
+
     mutating func norm(_ scope: String, channels: Int) throws {
         let weight = try take("\(scope).weight", [channels])
         let bias = try take("\(scope).bias", [channels])

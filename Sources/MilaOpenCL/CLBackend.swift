@@ -1,3 +1,4 @@
+import Foundation
 import MilaCore
 
 /// Runs graphs on an OpenCL device: weights uploaded (packed) once, a memory plan per graph
@@ -9,6 +10,9 @@ public final class CLBackend: Backend {
     private var gemm: [String: GemmWeights] = [:]
     private var conv: [String: Conv3x3Weights] = [:]
     private var norms: [String: LayerNormWeights] = [:]
+    private var gateScales: [String: CLBuffer] = [:]
+    /// Tokens per chunk of the forget-gated attention kernel.
+    public var forgetGateChunk = 32
     private let weights: [String: Tensor]
     private var plans: [Int: (plan: MemoryPlan, slots: [CLBuffer])] = [:]
     /// Bytes of the packed weights on the device.
@@ -115,6 +119,21 @@ public final class CLBackend: Backend {
                 qk: DeviceTensor(buffer: qk.buffer, shape: [batch, l, qk.shape[3]]), v: DeviceTensor(buffer: v.buffer, shape: [batch, l, v.shape[3]]),
                 height: h, width: wd, heads: heads, lepe: try convWeights(lw, lb, depthwise: true),
                 output: DeviceTensor(buffer: output.buffer, shape: [batch, l, v.shape[3]]))
+        case let .forgetGateAttention(heads, bidirectional, normalize, aLog, lw, lb):
+            let (qk, v, gate) = (value(node.inputs[0]), value(node.inputs[1]), value(node.inputs[2]))
+            let (batch, h, wd, c) = (v.shape[0], v.shape[1], v.shape[2], v.shape[3])
+            let l = h * wd
+            if gateScales[aLog] == nil {
+                // log a = -exp(A_log) * dt: the per-head factor, computed once in Float64.
+                gateScales[aLog] = try context.upload(try tensor(aLog).data.map { Float(-exp(Double($0))) })
+            }
+            let attention = try context.forgetGateAttention(
+                qk: DeviceTensor(buffer: qk.buffer, shape: [batch, l, 2 * c]), v: DeviceTensor(buffer: v.buffer, shape: [batch, l, c]),
+                logGate: DeviceTensor(buffer: gate.buffer, shape: [batch, l, heads]), gateScale: gateScales[aLog]!, heads: heads,
+                bidirectional: bidirectional, normalize: normalize, kernel: .chunked(chunk: forgetGateChunk))
+            defer { context.recycle(attention) }
+            _ = try context.conv3x3(v, try convWeights(lw, lb, depthwise: true), stride: 1,
+                                    residual: DeviceTensor(buffer: attention.buffer, shape: node.shape), output: output)
         case .add:
             _ = try context.elementwise(value(node.inputs[0]), value(node.inputs[1]), .add, output: output)
         case .multiply:

@@ -16,6 +16,7 @@ public enum Reference {
         case .relu: max(x, 0)
         case .silu: x / (1 + exp(-x))
         case .gelu: 0.5 * x * erfc(-x / 2.0.squareRoot())
+        case .softplus: max(x, 0) + log1p(exp(-abs(x)))
         }
     }
 

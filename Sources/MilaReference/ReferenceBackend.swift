@@ -1,3 +1,4 @@
+import Foundation
 import MilaCore
 
 /// Runs a graph with the Float64 reference ops: the engine's ground truth.
@@ -46,6 +47,17 @@ public final class ReferenceBackend: Backend {
                     qk: try Tensor(shape: [batch, h * wd, qk.shape[3]], data: qk.data), v: try Tensor(shape: [batch, h * wd, v.shape[3]], data: v.data),
                     height: h, width: wd, heads: heads, lepeWeight: try weight(lw), lepeBias: try weight(lb))
                 y = try Tensor(shape: node.shape, data: out.data)
+            case let .forgetGateAttention(heads, bidirectional, normalize, aLog, lw, lb):
+                let (qk, v, gate) = (values[node.inputs[0]]!, values[node.inputs[1]]!, values[node.inputs[2]]!)
+                let (batch, h, wd, c) = (v.shape[0], v.shape[1], v.shape[2], v.shape[3])
+                let scale = try weight(aLog).data.map { -exp(Double($0)) }
+                var logGate = try Tensor(shape: [batch, h * wd, heads], data: gate.data)
+                for i in 0..<logGate.count { logGate.data[i] = Float(scale[i % heads] * Double(gate.data[i])) }
+                let attention = try Reference.forgetGateAttention(
+                    qk: try Tensor(shape: [batch, h * wd, 2 * c], data: qk.data), v: try Tensor(shape: [batch, h * wd, c], data: v.data),
+                    logGate: logGate, heads: heads, bidirectional: bidirectional, normalize: normalize)
+                y = try Reference.conv3x3(v, weight: try weight(lw), bias: try weight(lb), stride: 1, depthwise: true,
+                                          residual: try Tensor(shape: node.shape, data: attention.data))
             case .add:
                 y = try Reference.elementwise(values[node.inputs[0]]!, values[node.inputs[1]]!, .add)
             case .multiply:

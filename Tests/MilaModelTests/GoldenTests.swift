@@ -114,3 +114,26 @@ let modelTolerance = 1e-5
 }
 
 enum BackendKindForTest: String, CaseIterable, Sendable { case reference, opencl }
+
+@Suite("Forget-gated models against the PyTorch reference") struct ForgetGateGoldenTests {
+    @Test(arguments: ["fg_bidirectional", "fg_causal"], [BackendKindForTest.reference, .opencl])
+    func matchesPyTorch(_ name: String, _ kind: BackendKindForTest) throws {
+        let file = try WeightFile.open(Golden.path("\(name).safetensors"))
+        let config = try ModelConfig.resolve(for: file, arch: nil)
+        #expect(config.attention == .forgetGate)
+        #expect(config.bidirectional == (name == "fg_bidirectional") && config.normalize == (name == "fg_bidirectional"))
+        let weights = try WeightBinding.prepare(file: file, config: config)
+        let input = try Golden.channelsLast(try NPY.read(Golden.path("input.npy")))
+        let graph = try ModelGraph.build(config: config, weightShapes: weights.mapValues(\.shape), batch: 2, height: 98, width: 150)
+        let backend: Backend = kind == .reference ? ReferenceBackend(weights: weights) : CLBackend(context: try CLContext(), weights: weights)
+        let values = try backend.run(graph, input: input, keep: [])
+        let logits = try #require(values[graph.outputs["logits"]!])
+        let expected = try NPY.read(Golden.path("\(name)_logits.npy"))
+        #expect(relativeL2(logits, expected) <= modelTolerance, "\(name) logits on \(kind): \(relativeL2(logits, expected))")
+        for s in 0..<4 {
+            let want = try Golden.channelsLast(try NPY.read(Golden.path("\(name)_stage\(s).npy")))
+            let got = try #require(values[graph.outputs["stage\(s)"]!])
+            #expect(relativeL2(got, want) <= modelTolerance, "\(name) stage \(s) on \(kind): \(relativeL2(got, want))")
+        }
+    }
+}

@@ -92,5 +92,37 @@ def main():
     print("wrote", OUT, [tuple(t.shape) for t in stages], tuple(logits.shape))
 
 
+def forget_gate_fixtures():
+    """Tiny forget-gated models (bidirectional + normalised, causal + unnormalised): weights as
+    safetensors with mila.config, logits and stage outputs for the same input as above."""
+    image = torch.from_numpy(np.load(os.path.join(OUT, "input.npy")))
+    for name, extra in [("fg_bidirectional", dict(attention="forget_gate", scan="bidirectional", normalize=True)),
+                        ("fg_causal", dict(attention="forget_gate", scan="causal", normalize=False))]:
+        torch.manual_seed(1)
+        model = MLLA(**CONFIG, **extra).eval()
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if pname.endswith("A_log"):
+                    p.copy_(torch.log(1 + 15 * torch.rand_like(p)))
+                elif p.dim() > 1:
+                    p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
+                elif "norm" in pname and pname.endswith("weight"):
+                    p.copy_(1 + 0.1 * torch.randn_like(p))
+                else:
+                    p.copy_(0.02 * torch.randn_like(p))
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.copy_(torch.randn_like(m.running_mean) * 0.1)
+                    m.running_var.copy_(torch.rand_like(m.running_var) * 0.5 + 0.75)
+            logits, stages = model(image)
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, os.path.join(OUT, f"{name}.safetensors"), metadata={"mila.config": json.dumps({**CONFIG, **extra})})
+        np.save(os.path.join(OUT, f"{name}_logits.npy"), logits.numpy().astype(np.float32))
+        for s, t in enumerate(stages):
+            np.save(os.path.join(OUT, f"{name}_stage{s}.npy"), t.numpy().astype(np.float32))
+        print("wrote", name, tuple(logits.shape))
+
+
 if __name__ == "__main__":
     main()
+    forget_gate_fixtures()

@@ -80,6 +80,40 @@ class LinearAttention(nn.Module):
         return out + self.lepe(v_map).permute(0, 2, 3, 1).reshape(b, n, c)
 
 
+class ForgetGateAttention(nn.Module):
+    """../../../shared/spec/mila-fg.md, as the quadratic masked form in float64 (exact, O(L^2))."""
+
+    def __init__(self, dim, heads, bidirectional=True, normalize=True):
+        super().__init__()
+        self.heads, self.bidirectional, self.normalize = heads, bidirectional, normalize
+        self.qk = nn.Linear(dim, dim * 2)
+        self.gate = nn.Linear(dim, heads)
+        self.A_log = nn.Parameter(torch.zeros(heads))
+        self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+
+    def forward(self, x, h, w):
+        b, n, c = x.shape
+        d = c // self.heads
+        q, k = self.qk(x).chunk(2, dim=-1)
+        q = (F.elu(q) + 1.0).reshape(b, n, self.heads, d).transpose(1, 2).double()
+        k = (F.elu(k) + 1.0).reshape(b, n, self.heads, d).transpose(1, 2).double()
+        v = x.reshape(b, n, self.heads, d).transpose(1, 2).double()
+        loga = (-torch.exp(self.A_log) * F.softplus(self.gate(x))).transpose(1, 2).double()  # (b, heads, n)
+        cum = torch.cumsum(loga, dim=-1)
+        diff = cum[..., :, None] - cum[..., None, :]  # sum_{t=j+1..i} log a for j <= i
+        if self.bidirectional:
+            mask = torch.exp(-diff.abs())
+        else:
+            mask = torch.exp(torch.where(torch.ones(n, n, dtype=torch.bool).tril(), diff, torch.full_like(diff, -torch.inf)))
+        scores = (q @ k.transpose(-2, -1)) * mask
+        out = scores @ v
+        if self.normalize:
+            out = out / (scores.sum(dim=-1, keepdim=True) + 1e-6)
+        out = out.float().transpose(1, 2).reshape(b, n, c)
+        v_map = x.transpose(1, 2).reshape(b, c, h, w)
+        return out + self.lepe(v_map).permute(0, 2, 3, 1).reshape(b, n, c)
+
+
 class Mlp(nn.Module):
     def __init__(self, dim, hidden):
         super().__init__()
@@ -91,14 +125,14 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, heads, mlp_ratio=4.0):
+    def __init__(self, dim, heads, mlp_ratio=4.0, attention="mlla", bidirectional=True, normalize=True):
         super().__init__()
         self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
         self.act_proj = nn.Linear(dim, dim)
         self.in_proj = nn.Linear(dim, dim)
         self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.attn = LinearAttention(dim, heads)
+        self.attn = LinearAttention(dim, heads) if attention == "mlla" else ForgetGateAttention(dim, heads, bidirectional, normalize)
         self.out_proj = nn.Linear(dim, dim)
         self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
@@ -138,18 +172,20 @@ class Downsample(nn.Module):
 
 
 class Stage(nn.Module):
-    def __init__(self, dim, depth, heads, downsample, mlp_ratio):
+    def __init__(self, dim, depth, heads, downsample, mlp_ratio, **attention):
         super().__init__()
-        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio, **attention) for _ in range(depth)])
         self.downsample = Downsample(dim) if downsample else None
 
 
 class MLLA(nn.Module):
-    def __init__(self, embed_dim=64, depths=(2, 4, 8, 4), num_heads=(2, 4, 8, 16), num_classes=1000, mlp_ratio=4.0):
+    def __init__(self, embed_dim=64, depths=(2, 4, 8, 4), num_heads=(2, 4, 8, 16), num_classes=1000, mlp_ratio=4.0,
+                 attention="mlla", scan="bidirectional", normalize=True):
         super().__init__()
         self.patch_embed = Stem(embed_dim)
+        extra = dict(attention=attention, bidirectional=scan == "bidirectional", normalize=normalize)
         self.layers = nn.ModuleList([
-            Stage(embed_dim * 2 ** s, depths[s], num_heads[s], s < len(depths) - 1, mlp_ratio) for s in range(len(depths))])
+            Stage(embed_dim * 2 ** s, depths[s], num_heads[s], s < len(depths) - 1, mlp_ratio, **extra) for s in range(len(depths))])
         last = embed_dim * 2 ** (len(depths) - 1)
         self.norm = nn.LayerNorm(last, eps=1e-5)
         self.head = nn.Linear(last, num_classes)

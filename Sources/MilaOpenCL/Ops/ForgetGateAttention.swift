@@ -17,8 +17,9 @@ public enum ForgetGateKernel: Equatable, Sendable, CustomStringConvertible {
 
 extension CLContext {
     /// Forget-gated linear attention without LePE (`ForgetGateAttentionSpec`): qk (B, L, 2C),
-    /// v (B, L, C), logGate (B, L, heads) = log a <= 0; output (B, L, C).
-    public func forgetGateAttention(qk: DeviceTensor, v: DeviceTensor, logGate: DeviceTensor, heads: Int,
+    /// v (B, L, C), logGate (B, L, heads); log a = gateScale[h] * logGate (gateScale defaults to
+    /// ones, so logGate is log a itself); output (B, L, C).
+    public func forgetGateAttention(qk: DeviceTensor, v: DeviceTensor, logGate: DeviceTensor, gateScale: CLBuffer? = nil, heads: Int,
                                     bidirectional: Bool, normalize: Bool, kernel: ForgetGateKernel = .chunked(chunk: 32),
                                     output: DeviceTensor? = nil) throws -> DeviceTensor {
         let spec = try ForgetGateAttentionSpec(qk: qk.shape, v: v.shape, logGate: logGate.shape, heads: heads)
@@ -38,11 +39,12 @@ extension CLContext {
         }
         let y = try output ?? empty([spec.batch, spec.tokens, spec.channels])
         let den = try buffer(count: spec.batch * spec.tokens * heads)
-        defer { recycle(den) }
+        let scale = try gateScale ?? upload([Float](repeating: 1, count: heads))
+        defer { recycle(den); if gateScale == nil { recycle(scale) } }
         try launch(try self.kernel(.forgetGateAttention, name, defines: defines), global: [columns, heads, spec.batch],
                    local: [columns, 1, 1],
                    arguments: [.int(Int32(spec.tokens)), .int(Int32(spec.channels)), .buffer(qk.buffer), .buffer(v.buffer),
-                               .buffer(logGate.buffer), .buffer(y.buffer), .buffer(den)])
+                               .buffer(logGate.buffer), .buffer(scale), .buffer(y.buffer), .buffer(den)])
         return y
     }
 }
