@@ -49,7 +49,7 @@ enum BenchError: Error, CustomStringConvertible {
         switch self {
         case let .usage(message):
             return (message.isEmpty ? "" : "\(message)\n")
-                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|mean] [--per-kernel]"
+                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|fgla|mean] [--per-kernel]"
         case let .mismatch(message): return message
         }
     }
@@ -282,6 +282,50 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
                     try Reference.linearAttention(qk: qk, v: v, height: stage.height, width: stage.width, heads: stage.heads, lepeWeight: lw, lepeBias: lb)
                 },
                 tolerance: 2e-5))
+        }
+    }
+    if wanted("fgla") {
+        // Forget-gated attention (head dim 32) at the issue's lengths: chunked vs recurrent vs the
+        // un-gated released attention (with its RoPE and LePE) at the same shape. FLOPs are those
+        // of the recurrent form (ForgetGateAttentionSpec.flops), so GFLOP/s compare directly.
+        for l in [3136, 16384, 65536] where resolution == 224 {
+            for heads in [2, 8] {
+                let c = 32 * heads
+                let side = Int(Double(l).squareRoot())
+                let qk = try random([1, l, 2 * c], -2...2), v = try random([1, l, c])
+                var gates = try random([1, l, heads], 0...1)
+                for i in 0..<gates.count { gates.data[i] = -0.02 - 2 * gates.data[i] * gates.data[i] }
+                let dQK = try context.upload(qk), dV = try context.upload(v), dG = try context.upload(gates)
+                let output = try context.empty([1, l, c])
+                for bidirectional in [false, true] {
+                    let spec = try ForgetGateAttentionSpec(qk: qk.shape, v: v.shape, logGate: gates.shape, heads: heads)
+                    let key = "fg \(l) \(heads) \(bidirectional)"
+                    let expected = { try references.value(key) {
+                        try Reference.forgetGateAttention(qk: qk, v: v, logGate: gates, heads: heads, bidirectional: bidirectional, normalize: true)
+                    } }
+                    for kernel in [ForgetGateKernel.chunked(chunk: 16), .chunked(chunk: 32), .chunked(chunk: 64), .recurrent] {
+                        cases.append(Case(
+                            context: context, family: "fgla", shape: "L=\(l) h=\(heads) \(bidirectional ? "bidir" : "causal")",
+                            variant: kernel == .recurrent ? "recurrent" : "\(kernel)".replacingOccurrences(of: "chunked ", with: "chunk "),
+                            flops: spec.flops(bidirectional: bidirectional), bytes: 4 * Double(l * (4 * c + heads)), weight: 1,
+                            run: { _ = try context.forgetGateAttention(qk: dQK, v: dV, logGate: dG, heads: heads, bidirectional: bidirectional,
+                                                                       normalize: true, kernel: kernel, output: output) },
+                            output: { try context.download(output) }, expected: expected, tolerance: 1e-4))
+                    }
+                }
+                if side * side == l {
+                    let lw = try random([c, 1, 3, 3], -0.5...0.5), lb = try random([c])
+                    let lepe = try Conv3x3Weights(context: context, weight: lw, bias: lb, depthwise: true)
+                    let spec = try ForgetGateAttentionSpec(qk: qk.shape, v: v.shape, logGate: gates.shape, heads: heads)
+                    cases.append(Case(
+                        context: context, family: "fgla", shape: "L=\(l) h=\(heads) un-gated", variant: "mlla attn",
+                        flops: spec.flops(bidirectional: false), bytes: 4 * Double(l * 4 * c), weight: 1,
+                        run: { _ = try context.linearAttention(qk: dQK, v: dV, height: side, width: side, heads: heads, lepe: lepe, output: output) },
+                        output: { try context.download(output) },
+                        expected: { try Reference.linearAttention(qk: qk, v: v, height: side, width: side, heads: heads, lepeWeight: lw, lepeBias: lb) },
+                        tolerance: 2e-5))
+                }
+            }
         }
     }
     if wanted("mean") {

@@ -83,6 +83,22 @@ enum CLI {
         #expect(result.out.contains("layers.3.blocks.0.attn"))
     }
 
+    @Test func forgetGatedModelRunsThroughEveryCommand() throws {
+        let fg = CLI.fixture("MilaModelTests/Fixtures/tiny/fg_bidirectional.safetensors")
+        let check = try CLI.run(["check", "--model", fg, "--size", "29x41"])
+        #expect(check.status == 0, "\(check.err)")
+        #expect(check.out.contains("forget_gate_attention"))
+        let classify = try CLI.run(["classify", CLI.fixture("MilaImageTests/Fixtures/flower.png"), "--model", fg, "--json"])
+        #expect(classify.status == 0, "\(classify.err)")
+        let folder = try CLI.temporaryFolder()
+        let run = try CLI.run(["run", "--model", fg, "--input", CLI.fixture("MilaModelTests/Fixtures/tiny/input.npy"),
+                               "--output", folder.appendingPathComponent("l.npy").path])
+        #expect(run.status == 0, "\(run.err)")
+        let expected = try NPY.read(CLI.fixture("MilaModelTests/Fixtures/tiny/fg_bidirectional_logits.npy"))
+        let actual = try NPY.read(folder.appendingPathComponent("l.npy").path)
+        #expect((zip(actual.data, expected.data).map { abs($0 - $1) }.max() ?? 1) < 1e-5)
+    }
+
     @Test func badArgumentsAreOneLineErrors() throws {
         let missing = try CLI.run(["run", "--model", "/nonexistent/model.pth", "--input", "x.npy"])
         #expect(missing.status == 1)
