@@ -80,6 +80,23 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
         }
     }
 
+    static let phasedCases: [ForgetGateCase] = [1, 5, 63, 64, 65, 197, 3136].flatMap { l in
+        [16, 32, 64].map { ForgetGateCase(tokens: l, chunk: $0, channels: 64, heads: 2) }
+    }
+
+    @Test("phased kernels (d = 32) vs Float64 recurrent reference", arguments: phasedCases)
+    func phased(_ c: ForgetGateCase) throws {
+        let context = try TestDevice.context()
+        for bidirectional in [false, true] {
+            for normalize in [false, true] {
+                for pattern in GatePattern.allCases {
+                    try checkForgetGate(context, c, kernel: .phased(chunk: c.chunk), bidirectional: bidirectional,
+                                        normalize: normalize, pattern: pattern, batch: c.tokens == 63 ? 2 : 1)
+                }
+            }
+        }
+    }
+
     @Test("recurrent kernel vs Float64 recurrent reference", arguments: [1, 65, 197])
     func recurrent(_ tokens: Int) throws {
         let context = try TestDevice.context()

@@ -6,11 +6,15 @@ public enum ForgetGateKernel: Equatable, Sendable, CustomStringConvertible {
     case chunked(chunk: Int)
     /// The sequential scan, token by token (the baseline).
     case recurrent
+    /// Three phases (chunk states, scan over chunks, outputs), vectorised over the head
+    /// dimension; needs d % 16 == 0.
+    case phased(chunk: Int)
 
     public var description: String {
         switch self {
         case let .chunked(chunk): "chunked T=\(chunk)"
         case .recurrent: "recurrent"
+        case let .phased(chunk): "phased T=\(chunk)"
         }
     }
 }
@@ -26,6 +30,10 @@ extension CLContext {
         let d = spec.headDim
         let columns = d + (normalize ? 1 : 0)
         var defines = ["DHEAD=\(d)", "NORMALIZE=\(normalize ? 1 : 0)", "BIDIRECTIONAL=\(bidirectional ? 1 : 0)"]
+        if case let .phased(chunk) = kernel {
+            return try phasedForgetGate(qk: qk, v: v, gate: logGate, gateScale: gateScale, spec: spec, bidirectional: bidirectional,
+                                        normalize: normalize, chunk: chunk, output: output)
+        }
         let name: String
         switch kernel {
         case let .chunked(chunk):
@@ -36,6 +44,8 @@ extension CLContext {
             name = "fgla_chunked"
         case .recurrent:
             name = "fgla_recurrent"
+        case .phased:
+            preconditionFailure("handled above")
         }
         let y = try output ?? empty([spec.batch, spec.tokens, spec.channels])
         let den = try buffer(count: spec.batch * spec.tokens * heads)
@@ -45,6 +55,44 @@ extension CLContext {
                    local: [columns, 1, 1],
                    arguments: [.int(Int32(spec.tokens)), .int(Int32(spec.channels)), .buffer(qk.buffer), .buffer(v.buffer),
                                .buffer(logGate.buffer), .buffer(scale), .buffer(y.buffer), .buffer(den)])
+        return y
+    }
+
+    private func phasedForgetGate(qk: DeviceTensor, v: DeviceTensor, gate: DeviceTensor, gateScale: CLBuffer?, spec: ForgetGateAttentionSpec,
+                                  bidirectional: Bool, normalize: Bool, chunk: Int, output: DeviceTensor?) throws -> DeviceTensor {
+        let (batch, l, c, heads, d) = (spec.batch, spec.tokens, spec.channels, spec.heads, spec.headDim)
+        guard d % 16 == 0 else {
+            throw MilaError.unsupported(op: "forget_gate_attention", message: "the phased kernels need a head dimension divisible by 16, not \(d)")
+        }
+        guard (1...256).contains(chunk) else {
+            throw MilaError.invalidArgument(op: "forget_gate_attention", message: "chunk size \(chunk) must be 1...256")
+        }
+        let defines = ["DHEAD=\(d)", "CHUNK=\(chunk)"]
+        let chunks = ceilDiv(l, chunk)
+        let scale = try gateScale ?? upload([Float](repeating: 1, count: heads))
+        let features = try buffer(count: batch * l * 2 * c)
+        let decay = try buffer(count: batch * chunks * heads)
+        let forward = try buffer(count: batch * chunks * c * (d + 1))
+        let backward = bidirectional ? try buffer(count: batch * chunks * c * (d + 1)) : forward
+        defer {
+            for b in [features, decay, forward] { recycle(b) }
+            if bidirectional { recycle(backward) }
+            if gateScale == nil { recycle(scale) }
+        }
+        let n = batch * l * 2 * c
+        try launch(try kernel(.forgetGateAttention, "fgla_features", defines: defines), global: [n],
+                   arguments: [.int(Int32(n)), .buffer(qk.buffer), .buffer(features)])
+        for (states, isBackward) in bidirectional ? [(forward, false), (backward, true)] : [(forward, false)] {
+            try launch(try kernel(.forgetGateAttention, "fgla_chunk_state", defines: defines), global: [c / 8, chunks, batch],
+                       arguments: [.int(Int32(l)), .int(Int32(c)), .int(isBackward ? 1 : 0), .buffer(features), .buffer(v.buffer),
+                                   .buffer(gate.buffer), .buffer(scale), .buffer(states), .buffer(decay)])
+            try launch(try kernel(.forgetGateAttention, "fgla_state_scan", defines: defines), global: [c * (d + 1), batch],
+                       arguments: [.int(Int32(c)), .int(Int32(chunks)), .int(isBackward ? 1 : 0), .buffer(states), .buffer(decay)])
+        }
+        let y = try output ?? empty([batch, l, c])
+        try launch(try kernel(.forgetGateAttention, "fgla_output_vec", defines: defines), global: [l, heads, batch],
+                   arguments: [.int(Int32(l)), .int(Int32(c)), .int(bidirectional ? 1 : 0), .int(normalize ? 1 : 0), .buffer(features),
+                               .buffer(v.buffer), .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(y.buffer)])
         return y
     }
 }
