@@ -77,6 +77,15 @@ inline void fg_load(int t0, int n, int L, int C, int heads, int h, int b, __glob
     }
 }
 
+// out = num / (den + 1e-6) for column e of one head, once both directions are summed.
+inline void fg_normalize(int L, int C, int heads, int h, int b, int e, __global float* out, __global const float* den) {
+    if (e >= DHEAD) return;
+    for (int t = 0; t < L; ++t) {
+        const size_t o = ((size_t)b * L + t) * C + h * DHEAD + e;
+        out[o] = out[o] / (den[((size_t)b * L + t) * heads + h] + 1e-6f);
+    }
+}
+
 // Decays inside a chunk, as running sums of the gates (each a sum of terms <= 0, accumulated in
 // order, never a difference of prefix sums): EP[r] = exp(sum_{t<=r} g), EX[r] = exp(sum_{t>r} g);
 // returns exp(sum of all). Every work-item computes its own copy (O(CHUNK), private): sharing
@@ -183,12 +192,7 @@ void fgla_chunked(const int L, const int C, __global const float* qk, __global c
 
 #if NORMALIZE
     barrier(CLK_GLOBAL_MEM_FENCE);
-    if (e < DHEAD) {
-        for (int t = 0; t < L; ++t) {
-            const size_t o = ((size_t)b * L + t) * C + h * DHEAD + e;
-            out[o] = out[o] / (den[((size_t)b * L + t) * heads + h] + 1e-6f);
-        }
-    }
+    fg_normalize(L, C, heads, h, b, e, out, den);
 #endif
 }
 
@@ -235,12 +239,7 @@ void fgla_recurrent(const int L, const int C, __global const float* qk, __global
 #endif
 #if NORMALIZE
     barrier(CLK_GLOBAL_MEM_FENCE);
-    if (e < DHEAD) {
-        for (int t = 0; t < L; ++t) {
-            const size_t o = ((size_t)b * L + t) * C + h * DHEAD + e;
-            out[o] = out[o] / (den[((size_t)b * L + t) * heads + h] + 1e-6f);
-        }
-    }
+    fg_normalize(L, C, heads, h, b, e, out, den);
 #endif
 }
 

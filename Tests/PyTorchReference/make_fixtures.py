@@ -33,14 +33,15 @@ class TrainingConfig:
         self.TRAIN = {"EPOCHS": 300}
 
 
-def main():
-    torch.manual_seed(0)
-    model = MLLA(**CONFIG).eval()
+def randomize(model, bn_weight_jitter=False):
+    """Weights with variance 1/fan-in, norm scales near 1, small biases, A_log = log U(1, 16),
+    randomised BatchNorm statistics: the input still matters at the last stage (with tiny norm
+    scales the network forgets its input)."""
     with torch.no_grad():
-        # Weights with variance 1/fan-in, norm scales near 1, small biases: the input still
-        # matters at the last stage (with tiny norm scales the network forgets its input).
         for name, p in model.named_parameters():
-            if p.dim() > 1:
+            if name.endswith("A_log"):
+                p.copy_(torch.log(1 + 15 * torch.rand_like(p)))
+            elif p.dim() > 1:
                 p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
             elif "norm" in name and name.endswith("weight"):
                 p.copy_(1 + 0.1 * torch.randn_like(p))
@@ -50,7 +51,14 @@ def main():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.copy_(torch.randn_like(m.running_mean) * 0.1)
                 m.running_var.copy_(torch.rand_like(m.running_var) * 0.5 + 0.75)
-                m.weight.copy_(1 + 0.1 * torch.randn_like(m.weight))
+                if bn_weight_jitter:
+                    m.weight.copy_(1 + 0.1 * torch.randn_like(m.weight))
+
+
+def main():
+    torch.manual_seed(0)
+    model = MLLA(**CONFIG).eval()
+    randomize(model, bn_weight_jitter=True)
     os.makedirs(OUT, exist_ok=True)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     save_file(state, os.path.join(OUT, "weights.safetensors"), metadata={"mila.config": json.dumps(CONFIG)})
@@ -100,20 +108,8 @@ def forget_gate_fixtures():
                         ("fg_causal", dict(attention="forget_gate", scan="causal", normalize=False))]:
         torch.manual_seed(1)
         model = MLLA(**CONFIG, **extra).eval()
+        randomize(model)
         with torch.no_grad():
-            for pname, p in model.named_parameters():
-                if pname.endswith("A_log"):
-                    p.copy_(torch.log(1 + 15 * torch.rand_like(p)))
-                elif p.dim() > 1:
-                    p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
-                elif "norm" in pname and pname.endswith("weight"):
-                    p.copy_(1 + 0.1 * torch.randn_like(p))
-                else:
-                    p.copy_(0.02 * torch.randn_like(p))
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.running_mean.copy_(torch.randn_like(m.running_mean) * 0.1)
-                    m.running_var.copy_(torch.rand_like(m.running_var) * 0.5 + 0.75)
             logits, stages = model(image)
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
         save_file(state, os.path.join(OUT, f"{name}.safetensors"), metadata={"mila.config": json.dumps({**CONFIG, **extra})})
