@@ -249,6 +249,7 @@ void fgla_recurrent(const int L, const int C, __global const float* qk, __global
 // so it suits GPUs and, with float16 registers, PoCL on CPUs. Same math as fgla_chunked:
 // every decay is exp of a running sum of gates (<= 0), accumulated in order.
 //   fgla_features       f = ELU(qk) + 1 once, (B, L, 2C), so the later phases read features.
+//   fgla_decay_factors  a = exp(log a) per token and head, (B, L, heads).
 //   fgla_chunk_state    global (C / 8, chunks, B): for 8 state rows (channels of one head),
 //                       U_c[i][j] = sum_s w_s k_s[i] v_s[j] and U_c[i][d] = sum_s w_s k_s[i] (the
 //                       normaliser's column), w_s = exp(X_s) forward / exp(P_s) backward; the
@@ -258,13 +259,21 @@ void fgla_recurrent(const int L, const int C, __global const float* qk, __global
 //                       replaces U_c by the state entering chunk c: forward H_c (from the left),
 //                       backward E_c (from the right).
 //   fgla_output_vec     global (L, heads, B): per token and head, the intra-chunk sum with
-//                       running sums of the gates on both sides (one exp per pair; a running
-//                       product of precomputed factors measured no faster here), plus
-//                       exp(P_r) q H_c (and exp(X_r) q E_c), then the normaliser.
+//                       running products of the factors a on both sides (at most CHUNK - 1
+//                       factors, so ~CHUNK ulp; no exp per pair), plus exp(P_r) q H_c (and
+//                       exp(X_r) q E_c) from direct sums of the gates, then the normaliser.
 
 __kernel void fgla_features(const int n, __global const float* qk, __global float* features) {
     const int i = get_global_id(0);
     if (i < n) features[i] = mila_elu1_float(qk[i]);
+}
+
+// a = exp(gateScale[h] * gate) per token and head, (B, L, heads): the factors of the output
+// phase's running products. Global (heads, B * L).
+__kernel void fgla_decay_factors(__global const float* gate, __global const float* gateScale, __global float* factors) {
+    const int h = get_global_id(0), row = get_global_id(1), heads = get_global_size(0);
+    const size_t i = (size_t)row * heads + h;
+    factors[i] = mila_exp_float(gateScale[h] * gate[i]);
 }
 
 #if DHEAD % 16 == 0
@@ -333,7 +342,7 @@ __kernel void fgla_state_scan(const int C, const int chunks, const int backward,
 __kernel void fgla_output_vec(const int L, const int C, const int bidirectional, const int normalize,
                               __global const float* features, __global const float* v, __global const float* gate,
                               __global const float* gateScale, __global const float* forward, __global const float* backwardStates,
-                              __global float* out) {
+                              __global const float* factors, __global float* out) {
     const int t = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     const int heads = C / DHEAD;
     if (t >= L || h >= heads) return;
@@ -342,35 +351,36 @@ __kernel void fgla_output_vec(const int L, const int C, const int bidirectional,
     const float scale = gateScale[h];
     __global const float* frow = features + (size_t)b * L * 2 * C + h * DHEAD;
     __global const float* gh = gate + (size_t)b * L * heads + h;
+    __global const float* ah = factors + (size_t)b * L * heads + h;
     float q[DHEAD];
     for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(vload16(g2, frow + (size_t)t * 2 * C), g2, q);
     float16 num[FG_GROUPS];
     for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[g2] = (float16)(0.0f);
     float den = 0.0f;
-    // Intra-chunk, s <= t: the decay grows by each gate passed going left.
-    float seg = 0.0f;
+    // Intra-chunk, s <= t: the decay is the product of the factors passed going left.
+    float m = 1.0f;
     for (int s = t; s >= t0; --s) {
         __global const float* ks = frow + (size_t)s * 2 * C + C;
         float16 dot16 = (float16)(0.0f);
         for (int g2 = 0; g2 < FG_GROUPS; ++g2) dot16 = fma(vload16(g2, q), vload16(g2, ks), dot16);
         const float8 d8 = dot16.lo + dot16.hi;
         const float4 d4 = d8.lo + d8.hi;
-        const float w = mila_exp_float(seg) * ((d4.x + d4.y) + (d4.z + d4.w));
+        const float w = m * ((d4.x + d4.y) + (d4.z + d4.w));
         den += w;
         __global const float* vs = v + ((size_t)b * L + s) * C + h * DHEAD;
         for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[g2] = fma((float16)(w), vload16(g2, vs), num[g2]);
-        seg += scale * gh[(size_t)s * heads];
+        m *= ah[(size_t)s * heads];
     }
     if (bidirectional) {
-        seg = 0.0f;
+        m = 1.0f;
         for (int s = t + 1; s < t1; ++s) {
-            seg += scale * gh[(size_t)s * heads];
+            m *= ah[(size_t)s * heads];
             __global const float* ks = frow + (size_t)s * 2 * C + C;
             float16 dot16 = (float16)(0.0f);
             for (int g2 = 0; g2 < FG_GROUPS; ++g2) dot16 = fma(vload16(g2, q), vload16(g2, ks), dot16);
             const float8 d8 = dot16.lo + dot16.hi;
             const float4 d4 = d8.lo + d8.hi;
-            const float w = mila_exp_float(seg) * ((d4.x + d4.y) + (d4.z + d4.w));
+            const float w = m * ((d4.x + d4.y) + (d4.z + d4.w));
             den += w;
             __global const float* vs = v + ((size_t)b * L + s) * C + h * DHEAD;
             for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[g2] = fma((float16)(w), vload16(g2, vs), num[g2]);

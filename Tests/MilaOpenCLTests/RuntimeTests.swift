@@ -146,6 +146,8 @@ import Testing
                                                       bidirectional: true, normalize: true, pattern: .strong) }),
         "fgla_chunk_state": (.cpu, { try checkForgetGate($0, ForgetGateCase(tokens: 9, chunk: 4, channels: 32, heads: 2), kernel: .phased(chunk: 4),
                                                          bidirectional: true, normalize: true, pattern: .mild) }),
+        "fgla_decay_factors": (.cpu, { try checkForgetGate($0, ForgetGateCase(tokens: 9, chunk: 4, channels: 32, heads: 2), kernel: .phased(chunk: 4),
+                                                           bidirectional: true, normalize: false, pattern: .adversarial) }),
         "fgla_state_scan": (.cpu, { try checkForgetGate($0, ForgetGateCase(tokens: 9, chunk: 4, channels: 32, heads: 2), kernel: .phased(chunk: 4),
                                                         bidirectional: false, normalize: true, pattern: .mild) }),
         "fgla_output_vec": (.cpu, { try checkForgetGate($0, ForgetGateCase(tokens: 9, chunk: 4, channels: 32, heads: 2), kernel: .phased(chunk: 4),

@@ -72,16 +72,19 @@ extension CLContext {
         let scale = try gateScale ?? upload([Float](repeating: 1, count: heads))
         let features = try buffer(count: batch * l * 2 * c)
         let decay = try buffer(count: batch * chunks * heads)
+        let factors = try buffer(count: batch * l * heads)
         let forward = try buffer(count: batch * chunks * c * (d + 1))
         let backward = bidirectional ? try buffer(count: batch * chunks * c * (d + 1)) : forward
         defer {
-            for b in [features, decay, forward] { recycle(b) }
+            for b in [features, decay, factors, forward] { recycle(b) }
             if bidirectional { recycle(backward) }
             if gateScale == nil { recycle(scale) }
         }
         let n = batch * l * 2 * c
         try launch(try kernel(.forgetGateAttention, "fgla_features", defines: defines), global: [n],
                    arguments: [.int(Int32(n)), .buffer(qk.buffer), .buffer(features)])
+        try launch(try kernel(.forgetGateAttention, "fgla_decay_factors", defines: defines), global: [heads, batch * l],
+                   arguments: [.buffer(gate.buffer), .buffer(scale), .buffer(factors)])
         for (states, isBackward) in bidirectional ? [(forward, false), (backward, true)] : [(forward, false)] {
             try launch(try kernel(.forgetGateAttention, "fgla_chunk_state", defines: defines), global: [c / 8, chunks, batch],
                        arguments: [.int(Int32(l)), .int(Int32(c)), .int(isBackward ? 1 : 0), .buffer(features), .buffer(v.buffer),
@@ -92,7 +95,8 @@ extension CLContext {
         let y = try output ?? empty([batch, l, c])
         try launch(try kernel(.forgetGateAttention, "fgla_output_vec", defines: defines), global: [l, heads, batch],
                    arguments: [.int(Int32(l)), .int(Int32(c)), .int(bidirectional ? 1 : 0), .int(normalize ? 1 : 0), .buffer(features),
-                               .buffer(v.buffer), .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(y.buffer)])
+                               .buffer(v.buffer), .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(factors),
+                               .buffer(y.buffer)])
         return y
     }
 }
