@@ -339,6 +339,17 @@ __kernel void fgla_state_scan(const int C, const int chunks, const int backward,
     }
 }
 
+// One intra-chunk term: w = decay * (q . k_s); num += w v_s; returns w (the normaliser's share).
+inline float fg_intra(const float* q, __global const float* ks, __global const float* vs, float decay, float16* num) {
+    float16 dot16 = (float16)(0.0f);
+    for (int g2 = 0; g2 < FG_GROUPS; ++g2) dot16 = fma(vload16(g2, q), vload16(g2, ks), dot16);
+    const float8 d8 = dot16.lo + dot16.hi;
+    const float4 d4 = d8.lo + d8.hi;
+    const float w = decay * ((d4.x + d4.y) + (d4.z + d4.w));
+    for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[g2] = fma((float16)(w), vload16(g2, vs), num[g2]);
+    return w;
+}
+
 __kernel void fgla_output_vec(const int L, const int C, const int bidirectional, const int normalize,
                               __global const float* features, __global const float* v, __global const float* gate,
                               __global const float* gateScale, __global const float* forward, __global const float* backwardStates,
@@ -360,30 +371,14 @@ __kernel void fgla_output_vec(const int L, const int C, const int bidirectional,
     // Intra-chunk, s <= t: the decay is the product of the factors passed going left.
     float m = 1.0f;
     for (int s = t; s >= t0; --s) {
-        __global const float* ks = frow + (size_t)s * 2 * C + C;
-        float16 dot16 = (float16)(0.0f);
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) dot16 = fma(vload16(g2, q), vload16(g2, ks), dot16);
-        const float8 d8 = dot16.lo + dot16.hi;
-        const float4 d4 = d8.lo + d8.hi;
-        const float w = m * ((d4.x + d4.y) + (d4.z + d4.w));
-        den += w;
-        __global const float* vs = v + ((size_t)b * L + s) * C + h * DHEAD;
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[g2] = fma((float16)(w), vload16(g2, vs), num[g2]);
+        den += fg_intra(q, frow + (size_t)s * 2 * C + C, v + ((size_t)b * L + s) * C + h * DHEAD, m, num);
         m *= ah[(size_t)s * heads];
     }
     if (bidirectional) {
         m = 1.0f;
         for (int s = t + 1; s < t1; ++s) {
             m *= ah[(size_t)s * heads];
-            __global const float* ks = frow + (size_t)s * 2 * C + C;
-            float16 dot16 = (float16)(0.0f);
-            for (int g2 = 0; g2 < FG_GROUPS; ++g2) dot16 = fma(vload16(g2, q), vload16(g2, ks), dot16);
-            const float8 d8 = dot16.lo + dot16.hi;
-            const float4 d4 = d8.lo + d8.hi;
-            const float w = m * ((d4.x + d4.y) + (d4.z + d4.w));
-            den += w;
-            __global const float* vs = v + ((size_t)b * L + s) * C + h * DHEAD;
-            for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[g2] = fma((float16)(w), vload16(g2, vs), num[g2]);
+            den += fg_intra(q, frow + (size_t)s * 2 * C + C, v + ((size_t)b * L + s) * C + h * DHEAD, m, num);
         }
     }
     // Inter-chunk: P_r = gates from the chunk start to t (inclusive), X_r = gates after t.
