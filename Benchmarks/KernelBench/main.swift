@@ -306,7 +306,7 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
                     for kernel in [ForgetGateKernel.phased(chunk: 32), .phased(chunk: 64), .chunked(chunk: 16), .chunked(chunk: 32), .recurrent] {
                         cases.append(Case(
                             context: context, family: "fgla", shape: "L=\(l) h=\(heads) \(bidirectional ? "bidir" : "causal")",
-                            variant: kernel == .recurrent ? "recurrent" : "\(kernel)".replacingOccurrences(of: "chunked ", with: "fused ").replacingOccurrences(of: "phased ", with: "phased "),
+                            variant: kernel == .recurrent ? "recurrent" : "\(kernel)".replacingOccurrences(of: "chunked ", with: "fused "),
                             flops: spec.flops(bidirectional: bidirectional), bytes: 4 * Double(l * (4 * c + heads)), weight: 1,
                             run: { _ = try context.forgetGateAttention(qk: dQK, v: dV, logGate: dG, heads: heads, bidirectional: bidirectional,
                                                                        normalize: true, kernel: kernel, output: output) },

@@ -18,8 +18,6 @@ public struct Graph: Sendable {
         (self.batch, self.height, self.width, self.weightShapes) = (batch, height, width, weightShapes)
     }
 
-    public var input: Int { 0 }
-
     /// Appends a node after checking its operand shapes with the op's spec; returns its id.
     @discardableResult
     public mutating func add(_ name: String, _ op: Op, inputs: [Int], residual: Int? = nil, multiply: Int? = nil) throws -> Int {

@@ -60,28 +60,3 @@ public final class Engine {
         return (g, try backend.run(g, input: try Layout.channelsLast(input), keep: keep))
     }
 }
-
-/// Conversions between the NCHW files users exchange and the engine's NHWC maps.
-public enum Layout {
-    public static func channelsLast(_ t: Tensor) throws -> Tensor {
-        let (n, c, h, w) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
-        var out = [Float](repeating: 0, count: t.count)
-        t.data.withUnsafeBufferPointer { src in
-            for b in 0..<n { for k in 0..<c { for y in 0..<h { for x in 0..<w {
-                out[((b * h + y) * w + x) * c + k] = src[((b * c + k) * h + y) * w + x]
-            } } } }
-        }
-        return try Tensor(shape: [n, h, w, c], data: out)
-    }
-
-    public static func channelsFirst(_ t: Tensor) throws -> Tensor {
-        let (n, h, w, c) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
-        var out = [Float](repeating: 0, count: t.count)
-        t.data.withUnsafeBufferPointer { src in
-            for b in 0..<n { for y in 0..<h { for x in 0..<w { for k in 0..<c {
-                out[((b * c + k) * h + y) * w + x] = src[((b * h + y) * w + x) * c + k]
-            } } } }
-        }
-        return try Tensor(shape: [n, c, h, w], data: out)
-    }
-}

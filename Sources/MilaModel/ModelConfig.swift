@@ -33,7 +33,7 @@ public struct ModelConfig: Equatable, Sendable {
         return numClasses == imageNetLabels.count ? imageNetLabels : (0..<numClasses).map(String.init)
     }
     public func channels(stage: Int) -> Int { embedDim << stage }
-    public var hiddenDim: (Int) -> Int { { stage in Int(self.mlpRatio * Double(self.channels(stage: stage))) } }
+    public func hiddenDim(_ stage: Int) -> Int { Int(mlpRatio * Double(channels(stage: stage))) }
 
     public static let presets: [String: ModelConfig] = [
         "mlla_t": ModelConfig(name: "mlla_t", embedDim: 64, depths: [2, 4, 8, 4], numHeads: [2, 4, 8, 16]),

@@ -32,8 +32,7 @@ public final class CLBackend: Backend {
 
     /// The planned activation memory for `graph` (the arena, alignment included), in bytes.
     public func plannedBytes(_ graph: Graph) -> Int {
-        let alignment = max(context.device.baseAddressAlignment, 256)
-        return MemoryPlan(graph).slotSizes.reduce(0) { $0 + (max($1, 1) * 4 + alignment - 1) / alignment * alignment }
+        context.arenaLayout(counts: MemoryPlan(graph).slotSizes).bytes
     }
 
     private func tensor(_ name: String) throws -> Tensor {
@@ -70,7 +69,7 @@ public final class CLBackend: Backend {
         let key = graph.signature
         if plans[key] == nil {
             let plan = MemoryPlan(graph)
-            plans[key] = (plan, try context.arena(counts: plan.slotSizes).regions)
+            plans[key] = (plan, try context.arena(counts: plan.slotSizes))
         }
         let (plan, slots) = plans[key]!
         let wanted = keep.union(graph.outputs.values)

@@ -95,9 +95,9 @@ public final class CLContext: @unchecked Sendable {
         return (pool.allocations, pool.reuses)
     }
 
-    /// One device allocation split into regions of `counts` floats, each starting at an offset
-    /// aligned for the device: the activation arena of a memory plan.
-    public func arena(counts: [Int]) throws -> (bytes: Int, regions: [CLBuffer]) {
+    /// Byte offsets of regions of `counts` floats laid out one after another, each aligned for
+    /// the device's sub-buffers, and the total size in bytes.
+    public func arenaLayout(counts: [Int]) -> (offsets: [Int], bytes: Int) {
         let alignment = max(device.baseAddressAlignment, 256)
         var offsets: [Int] = []
         var total = 0
@@ -105,9 +105,27 @@ public final class CLContext: @unchecked Sendable {
             offsets.append(total)
             total += (max(count, 1) * 4 + alignment - 1) / alignment * alignment
         }
-        let parent = try CLBuffer(context: context, count: max(total / 4, 1))
-        let regions = try zip(offsets, counts).map { try CLBuffer(subBufferOf: parent, offset: $0, count: max($1, 1)) }
-        return (total, regions)
+        return (offsets, total)
+    }
+
+    /// One device allocation split into regions of `counts` floats (`arenaLayout`): the
+    /// activation arena of a memory plan.
+    public func arena(counts: [Int]) throws -> [CLBuffer] {
+        let layout = arenaLayout(counts: counts)
+        let parent = try CLBuffer(context: context, count: max(layout.bytes / 4, 1))
+        return try zip(layout.offsets, counts).map { try CLBuffer(subBufferOf: parent, offset: $0, count: max($1, 1)) }
+    }
+
+    /// Device tables that depend only on sizes (RoPE rotations per grid), built once and kept.
+    private var sizeTables: [String: [CLBuffer]] = [:]
+
+    /// The cached tables for `key`, made by `make` the first time.
+    func sizeTables(_ key: String, make: () throws -> [CLBuffer]) rethrows -> [CLBuffer] {
+        lock.lock(); defer { lock.unlock() }
+        if let tables = sizeTables[key] { return tables }
+        let tables = try make()
+        sizeTables[key] = tables
+        return tables
     }
 
     /// Copies host floats into a new buffer (blocking).
@@ -143,13 +161,6 @@ public final class CLContext: @unchecked Sendable {
                               "clEnqueueReadBuffer")
         }
         return values
-    }
-
-    /// Fills a buffer with zeros on the queue.
-    public func zero(_ buffer: CLBuffer) throws {
-        var zero: Float = 0
-        lock.lock(); defer { lock.unlock() }
-        try CLError.check(clEnqueueFillBuffer(queue, buffer.mem, &zero, 4, 0, buffer.byteCount, 0, nil, nil), "clEnqueueFillBuffer")
     }
 
     /// Waits until every command enqueued so far has finished.
@@ -328,8 +339,6 @@ public final class CLContext: @unchecked Sendable {
     func recordEvents(_ event: CLEvent, name: String) {
         recordedEvents?.append((name, event))
     }
-
-    var isRecordingEvents: Bool { recordedEvents != nil }
 
     /// Runs `body` (which enqueues work), waits for it, and returns the summed device time of
     /// every command it launched, in seconds, from the queue's profiling events.

@@ -19,7 +19,6 @@ indirect enum PickleValue {
     /// `('storage', <storage type>, key, location, numel)` from BINPERSID.
     case storage(type: String, key: String, count: Int)
     case tensor(PickledTensor)
-    case mark
 
     var typeName: String {
         switch self {
@@ -36,7 +35,6 @@ indirect enum PickleValue {
         case let .object(callable): "object built by \(callable)"
         case .storage: "storage"
         case .tensor: "tensor"
-        case .mark: "mark"
         }
     }
 }

@@ -44,7 +44,7 @@ struct Check: ParsableCommand {
             print(column("op", 44) + column("kind", 18) + column("max abs err", 13, right: true) + column("rel L2", 13, right: true))
             for node in graph.nodes.dropFirst() {
                 let (a, e) = (opencl[node.id]!, reference[node.id]!)
-                let (maxError, l2) = compare(a, e)
+                let (maxError, l2) = (a.maxAbsDifference(to: e), a.relativeL2(to: e))
                 let bad = !(l2 <= Self.opTolerance)
                 if bad { failures += 1 }
                 print(column(node.name, 44) + column(node.op.kind, 18) + column(String(format: "%.3e", maxError), 13, right: true)
@@ -52,7 +52,7 @@ struct Check: ParsableCommand {
             }
             // The network's final output: the logits, or a backbone's last stage output.
             let (finalName, finalID) = graph.outputs["logits"].map { ("logits", $0) } ?? ("stage\(engine.config.stages - 1)", graph.outputs["stage\(engine.config.stages - 1)"]!)
-            let (_, logitsL2) = compare(opencl[finalID]!, reference[finalID]!)
+            let logitsL2 = opencl[finalID]!.relativeL2(to: reference[finalID]!)
             print("\(finalName) relative L2: " + String(format: "%.3e (tolerance %.0e)", logitsL2, Self.logitsTolerance))
             if let cl = engine.backend as? CLBackend {
                 let plan = MemoryPlan(graph)
@@ -64,17 +64,6 @@ struct Check: ParsableCommand {
                 throw ExitCode(1)
             }
         }
-    }
-
-    func compare(_ a: Tensor, _ e: Tensor) -> (Double, Double) {
-        var maxError = 0.0, num = 0.0, den = 0.0
-        for (x, y) in zip(a.data, e.data) {
-            let d = Double(x) - Double(y)
-            maxError = max(maxError, abs(d))
-            num += d * d
-            den += Double(y) * Double(y)
-        }
-        return (maxError, (num / max(den, 1e-300)).squareRoot())
     }
 }
 

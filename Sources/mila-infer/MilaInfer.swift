@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MilaEngine
 import MilaOpenCL
 
 @main
@@ -52,8 +53,8 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "OpenCL device: index, platform:device, or part of a name (default: $MILA_DEVICE, else the first GPU).")
     var device: String?
 
-    func backendKind() throws -> BackendKindOption {
-        guard let kind = BackendKindOption(rawValue: backend) else {
+    func backendKind() throws -> BackendKind {
+        guard let kind = BackendKind(rawValue: backend) else {
             throw ValidationError("--backend must be opencl or reference, not '\(backend)'")
         }
         return kind

@@ -4,7 +4,6 @@ import MilaCore
 import MilaEngine
 import MilaWeights
 
-typealias BackendKindOption = BackendKind
 extension BackendKind: ExpressibleByArgument {}
 
 struct Run: ParsableCommand {

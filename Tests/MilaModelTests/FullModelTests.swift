@@ -19,7 +19,7 @@ import Testing
         let reference = try ReferenceBackend(weights: Self.weights).run(graph, input: input, keep: [])
         let opencl = try CLBackend(context: try CLContext(), weights: Self.weights).run(graph, input: input, keep: [])
         for (role, id) in graph.outputs.sorted(by: { $0.key < $1.key }) {
-            let error = relativeL2(opencl[id]!, reference[id]!)
+            let error = opencl[id]!.relativeL2(to: reference[id]!)
             #expect(error <= modelTolerance, "\(role) at \(height)x\(width): relative L2 \(error)")
         }
         let logitsID = graph.outputs["logits"]!

@@ -33,13 +33,13 @@ import Testing
         let input = try Tensor(randomUniform: [1, 37, 53, 3], in: -2...2, seed: 9)
         let reference = ReferenceBackend(weights: Self.weights)
         let a = try reference.run(unfused, input: input, keep: [])
-        let opencl = try CLBackend(context: try CLContext(), weights: Self.weights)
+        let opencl = CLBackend(context: try CLContext(), weights: Self.weights)
         let b = try opencl.run(fused, input: input, keep: [])
         let c = try opencl.run(unfused, input: input, keep: [])
         for role in ["logits", "stage0", "stage3"] {
             let (x, y, z) = (a[unfused.outputs[role]!]!, b[fused.outputs[role]!]!, c[unfused.outputs[role]!]!)
-            #expect(relativeL2(y, x) <= modelTolerance, "\(role) fused OpenCL vs unfused reference")
-            #expect(relativeL2(z, x) <= modelTolerance, "\(role) unfused OpenCL vs unfused reference")
+            #expect(y.relativeL2(to: x) <= modelTolerance, "\(role) fused OpenCL vs unfused reference")
+            #expect(z.relativeL2(to: x) <= modelTolerance, "\(role) unfused OpenCL vs unfused reference")
         }
     }
 

@@ -11,23 +11,6 @@ import Testing
 enum Golden {
     static let folder = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("tiny")
     static func path(_ name: String) -> String { folder.appendingPathComponent(name).path }
-
-    /// (N, C, H, W) -> (N, H, W, C).
-    static func channelsLast(_ t: Tensor) throws -> Tensor {
-        let (n, c, h, w) = (t.shape[0], t.shape[1], t.shape[2], t.shape[3])
-        var out = [Float](repeating: 0, count: t.count)
-        for b in 0..<n { for y in 0..<h { for x in 0..<w { for k in 0..<c {
-            out[((b * h + y) * w + x) * c + k] = t.data[((b * c + k) * h + y) * w + x]
-        } } } }
-        return try Tensor(shape: [n, h, w, c], data: out)
-    }
-}
-
-/// ||a - e|| / ||e|| over all elements.
-func relativeL2(_ a: Tensor, _ e: Tensor) -> Double {
-    var num = 0.0, den = 0.0
-    for (x, y) in zip(a.data, e.data) { num += Double(x - y) * Double(x - y); den += Double(y) * Double(y) }
-    return (num / max(den, 1e-300)).squareRoot()
 }
 
 /// The bound: float32 rounding differences between two correct implementations of the
@@ -42,19 +25,19 @@ let modelTolerance = 1e-5
     }
 
     static func check(_ backend: Backend, config: ModelConfig, weights: [String: Tensor]) throws {
-        let input = try Golden.channelsLast(try NPY.read(Golden.path("input.npy")))
+        let input = try Layout.channelsLast(try NPY.read(Golden.path("input.npy")))
         let graph = try ModelGraph.build(config: config, weightShapes: weights.mapValues(\.shape),
                                          batch: input.shape[0], height: input.shape[1], width: input.shape[2])
         let outputs = try backend.run(graph, input: input, keep: [])
         let logits = try #require(outputs[graph.outputs["logits"]!])
         let expected = try NPY.read(Golden.path("logits.npy"))
         #expect(logits.shape == expected.shape)
-        #expect(relativeL2(logits, expected) <= modelTolerance, "logits relative L2 \(relativeL2(logits, expected)) on \(backend.name)")
+        #expect(logits.relativeL2(to: expected) <= modelTolerance, "logits relative L2 \(logits.relativeL2(to: expected)) on \(backend.name)")
         for s in 0..<4 {
             let stage = try #require(outputs[graph.outputs["stage\(s)"]!])
-            let want = try Golden.channelsLast(try NPY.read(Golden.path("stage\(s).npy")))
+            let want = try Layout.channelsLast(try NPY.read(Golden.path("stage\(s).npy")))
             #expect(stage.shape == want.shape, "stage \(s) shape")
-            #expect(relativeL2(stage, want) <= modelTolerance, "stage \(s) relative L2 \(relativeL2(stage, want)) on \(backend.name)")
+            #expect(stage.relativeL2(to: want) <= modelTolerance, "stage \(s) relative L2 \(stage.relativeL2(to: want)) on \(backend.name)")
         }
     }
 
@@ -100,15 +83,15 @@ let modelTolerance = 1e-5
         let config = try ModelConfig.resolve(for: file, arch: nil)
         #expect(config.backbone)
         let weights = try WeightBinding.prepare(file: file, config: config)
-        let input = try Golden.channelsLast(try NPY.read(Golden.path("input.npy")))
+        let input = try Layout.channelsLast(try NPY.read(Golden.path("input.npy")))
         let graph = try ModelGraph.build(config: config, weightShapes: weights.mapValues(\.shape), batch: 2, height: 98, width: 150)
         #expect(graph.outputs["logits"] == nil)
         let backend: Backend = kind == .reference ? ReferenceBackend(weights: weights) : CLBackend(context: try CLContext(), weights: weights)
         let values = try backend.run(graph, input: input, keep: [])
         for s in 0..<4 {
-            let want = try Golden.channelsLast(try NPY.read(Golden.path("backbone_stage\(s).npy")))
+            let want = try Layout.channelsLast(try NPY.read(Golden.path("backbone_stage\(s).npy")))
             let got = try #require(values[graph.outputs["stage\(s)"]!])
-            #expect(relativeL2(got, want) <= modelTolerance, "stage \(s): \(relativeL2(got, want))")
+            #expect(got.relativeL2(to: want) <= modelTolerance, "stage \(s): \(got.relativeL2(to: want))")
         }
     }
 }
@@ -123,17 +106,17 @@ enum BackendKindForTest: String, CaseIterable, Sendable { case reference, opencl
         #expect(config.attention == .forgetGate)
         #expect(config.bidirectional == (name == "fg_bidirectional") && config.normalize == (name == "fg_bidirectional"))
         let weights = try WeightBinding.prepare(file: file, config: config)
-        let input = try Golden.channelsLast(try NPY.read(Golden.path("input.npy")))
+        let input = try Layout.channelsLast(try NPY.read(Golden.path("input.npy")))
         let graph = try ModelGraph.build(config: config, weightShapes: weights.mapValues(\.shape), batch: 2, height: 98, width: 150)
         let backend: Backend = kind == .reference ? ReferenceBackend(weights: weights) : CLBackend(context: try CLContext(), weights: weights)
         let values = try backend.run(graph, input: input, keep: [])
         let logits = try #require(values[graph.outputs["logits"]!])
         let expected = try NPY.read(Golden.path("\(name)_logits.npy"))
-        #expect(relativeL2(logits, expected) <= modelTolerance, "\(name) logits on \(kind): \(relativeL2(logits, expected))")
+        #expect(logits.relativeL2(to: expected) <= modelTolerance, "\(name) logits on \(kind): \(logits.relativeL2(to: expected))")
         for s in 0..<4 {
-            let want = try Golden.channelsLast(try NPY.read(Golden.path("\(name)_stage\(s).npy")))
+            let want = try Layout.channelsLast(try NPY.read(Golden.path("\(name)_stage\(s).npy")))
             let got = try #require(values[graph.outputs["stage\(s)"]!])
-            #expect(relativeL2(got, want) <= modelTolerance, "\(name) stage \(s) on \(kind): \(relativeL2(got, want))")
+            #expect(got.relativeL2(to: want) <= modelTolerance, "\(name) stage \(s) on \(kind): \(got.relativeL2(to: want))")
         }
     }
 }

@@ -33,12 +33,6 @@ struct ForgetGateCase: CustomTestStringConvertible, Sendable {
 /// The issue's bound: relative L2 <= 1e-5 against the Float64 recurrent reference, fp32 kernels.
 let forgetGateTolerance = 1e-5
 
-func relativeL2(_ a: Tensor, _ e: Tensor) -> Double {
-    var num = 0.0, den = 0.0
-    for (x, y) in zip(a.data, e.data) { num += Double(x - y) * Double(x - y); den += Double(y) * Double(y) }
-    return (num / max(den, 1e-300)).squareRoot()
-}
-
 func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGateKernel, bidirectional: Bool, normalize: Bool,
                      pattern: GatePattern, batch: Int = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
     let label = "\(c.testDescription) \(kernel) \(bidirectional ? "bidirectional" : "causal") normalize=\(normalize) gates=\(pattern)"
@@ -50,7 +44,7 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
                                                                   logGate: try context.upload(gates), heads: c.heads,
                                                                   bidirectional: bidirectional, normalize: normalize, kernel: kernel))
     let finite = y.data.allSatisfy(\.isFinite)
-    let error = relativeL2(y, expected)
+    let error = y.relativeL2(to: expected)
     #expect(finite, "\(label): NaN or Inf in the output", sourceLocation: sourceLocation)
     #expect(error <= forgetGateTolerance, "\(label): relative L2 \(error)", sourceLocation: sourceLocation)
 }

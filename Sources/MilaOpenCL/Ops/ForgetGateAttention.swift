@@ -27,38 +27,44 @@ extension CLContext {
                                     bidirectional: Bool, normalize: Bool, kernel: ForgetGateKernel = .chunked(chunk: 32),
                                     output: DeviceTensor? = nil) throws -> DeviceTensor {
         let spec = try ForgetGateAttentionSpec(qk: qk.shape, v: v.shape, logGate: logGate.shape, heads: heads)
-        let d = spec.headDim
-        let columns = d + (normalize ? 1 : 0)
-        var defines = ["DHEAD=\(d)", "NORMALIZE=\(normalize ? 1 : 0)", "BIDIRECTIONAL=\(bidirectional ? 1 : 0)"]
-        if case let .phased(chunk) = kernel {
-            return try phasedForgetGate(qk: qk, v: v, gate: logGate, gateScale: gateScale, spec: spec, bidirectional: bidirectional,
-                                        normalize: normalize, chunk: chunk, output: output)
-        }
-        let name: String
+        let scale = try gateScale ?? upload([Float](repeating: 1, count: heads))
+        defer { if gateScale == nil { recycle(scale) } }
         switch kernel {
+        case let .phased(chunk):
+            return try phasedForgetGate(qk: qk, v: v, gate: logGate, scale: scale, spec: spec, bidirectional: bidirectional,
+                                        normalize: normalize, chunk: chunk, output: output)
         case let .chunked(chunk):
             guard (1...128).contains(chunk) else {
                 throw MilaError.invalidArgument(op: "forget_gate_attention", message: "chunk size \(chunk) must be 1...128")
             }
-            defines.append("CHUNK=\(chunk)")
-            name = "fgla_chunked"
+            return try perHeadForgetGate("fgla_chunked", chunk: chunk, qk: qk, v: v, gate: logGate, scale: scale, spec: spec,
+                                         bidirectional: bidirectional, normalize: normalize, output: output)
         case .recurrent:
-            name = "fgla_recurrent"
-        case .phased:
-            preconditionFailure("handled above")
+            return try perHeadForgetGate("fgla_recurrent", chunk: nil, qk: qk, v: v, gate: logGate, scale: scale, spec: spec,
+                                         bidirectional: bidirectional, normalize: normalize, output: output)
         }
+    }
+
+    /// fgla_chunked / fgla_recurrent: one work-group per (head, batch), a work-item per value
+    /// column plus one for the normaliser.
+    private func perHeadForgetGate(_ name: String, chunk: Int?, qk: DeviceTensor, v: DeviceTensor, gate: DeviceTensor, scale: CLBuffer,
+                                   spec: ForgetGateAttentionSpec, bidirectional: Bool, normalize: Bool,
+                                   output: DeviceTensor?) throws -> DeviceTensor {
+        let (d, heads) = (spec.headDim, spec.heads)
+        let columns = d + (normalize ? 1 : 0)
+        let defines = ["DHEAD=\(d)", "NORMALIZE=\(normalize ? 1 : 0)", "BIDIRECTIONAL=\(bidirectional ? 1 : 0)"]
+            + (chunk.map { ["CHUNK=\($0)"] } ?? [])
         let y = try output ?? empty([spec.batch, spec.tokens, spec.channels])
         let den = try buffer(count: spec.batch * spec.tokens * heads)
-        let scale = try gateScale ?? upload([Float](repeating: 1, count: heads))
-        defer { recycle(den); if gateScale == nil { recycle(scale) } }
+        defer { recycle(den) }
         try launch(try self.kernel(.forgetGateAttention, name, defines: defines), global: [columns, heads, spec.batch],
                    local: [columns, 1, 1],
                    arguments: [.int(Int32(spec.tokens)), .int(Int32(spec.channels)), .buffer(qk.buffer), .buffer(v.buffer),
-                               .buffer(logGate.buffer), .buffer(scale), .buffer(y.buffer), .buffer(den)])
+                               .buffer(gate.buffer), .buffer(scale), .buffer(y.buffer), .buffer(den)])
         return y
     }
 
-    private func phasedForgetGate(qk: DeviceTensor, v: DeviceTensor, gate: DeviceTensor, gateScale: CLBuffer?, spec: ForgetGateAttentionSpec,
+    private func phasedForgetGate(qk: DeviceTensor, v: DeviceTensor, gate: DeviceTensor, scale: CLBuffer, spec: ForgetGateAttentionSpec,
                                   bidirectional: Bool, normalize: Bool, chunk: Int, output: DeviceTensor?) throws -> DeviceTensor {
         let (batch, l, c, heads, d) = (spec.batch, spec.tokens, spec.channels, spec.heads, spec.headDim)
         guard d % 16 == 0 else {
@@ -69,7 +75,6 @@ extension CLContext {
         }
         let defines = ["DHEAD=\(d)", "CHUNK=\(chunk)"]
         let chunks = ceilDiv(l, chunk)
-        let scale = try gateScale ?? upload([Float](repeating: 1, count: heads))
         let features = try buffer(count: batch * l * 2 * c)
         let decay = try buffer(count: batch * chunks * heads)
         let factors = try buffer(count: batch * l * heads)
@@ -78,7 +83,6 @@ extension CLContext {
         defer {
             for b in [features, decay, factors, forward] { recycle(b) }
             if bidirectional { recycle(backward) }
-            if gateScale == nil { recycle(scale) }
         }
         let n = batch * l * 2 * c
         try launch(try kernel(.forgetGateAttention, "fgla_features", defines: defines), global: [n],

@@ -16,7 +16,6 @@ extension CLContext {
         }
         let (batch, l, c, d) = (spec.batch, spec.tokens, spec.channels, spec.headDim)
         let (rotY, rotX) = try ropeTables(height: height, width: width, channels: c)
-        defer { recycle(rotY); recycle(rotX) }
         let chunks = ceilDiv(l, Self.attentionChunk)
         let kvPart = try buffer(count: batch * chunks * c * d)
         let kPart = try buffer(count: batch * chunks * c)
@@ -47,7 +46,16 @@ extension CLContext {
     }
 
     /// RoPE (cos, sin) tables in float64 rounded to float: rotY (H, C/4, 2), rotX (W, C/4, 2).
+    /// Built once per (H, W, C) and kept: a forward pass reuses them in every block.
     func ropeTables(height: Int, width: Int, channels: Int) throws -> (CLBuffer, CLBuffer) {
+        let tables = try sizeTables("rope \(height)x\(width)x\(channels)") {
+            let (y, x) = ropeTableValues(height: height, width: width, channels: channels)
+            return [try upload(y), try upload(x)]
+        }
+        return (tables[0], tables[1])
+    }
+
+    func ropeTableValues(height: Int, width: Int, channels: Int) -> ([Float], [Float]) {
         let kMax = channels / 4
         func table(_ positions: Int) -> [Float] {
             var values = [Float](repeating: 0, count: positions * kMax * 2)
@@ -60,6 +68,6 @@ extension CLContext {
             }
             return values
         }
-        return (try upload(table(height)), try upload(table(width)))
+        return (table(height), table(width))
     }
 }
