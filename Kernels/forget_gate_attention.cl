@@ -16,9 +16,9 @@
 //   q, k, v, gates and the masked score matrix A in local memory. Any head dimension. The notes
 //   expected it to suit a 2-core CPU (no state round trips), but on PoCL its per-column scalar
 //   loops run at ~2.5 GFLOP/s.
-// - three phases (fgla_features, fgla_chunk_state, fgla_state_scan, fgla_output_vec, below):
+// - three phases (fgla_chunk_state, fgla_state_scan, fgla_output_vec, below):
 //   parallel over chunks and tokens with float16 registers over the head dimension (d % 16 == 0),
-//   the layout GPUs want and 4-5x faster than the fused kernel on PoCL. The engine uses it
+//   the layout GPUs want and 7-16x faster than the fused kernel on PoCL. The engine uses it
 //   whenever d allows (CLBackend.forgetGateKernel).
 //   fgla_chunked    chunks of CHUNK tokens (the last may be shorter). Per chunk: A_rs =
 //                   (q_r . k_s) exp(sum of log a between s and r) from direct segment sums (every
@@ -247,161 +247,347 @@ void fgla_recurrent(const int L, const int C, __global const float* qk, __global
 // Three-phase decomposition (chunk states / scan over chunks / outputs), explicitly vectorised
 // over the head dimension (DHEAD % 16 == 0). Parallel over chunks and tokens instead of heads,
 // so it suits GPUs and, with float16 registers, PoCL on CPUs. Same math as fgla_chunked:
-// every decay is exp of a running sum of gates (<= 0), accumulated in order.
-//   fgla_features       f = ELU(qk) + 1 once, (B, L, 2C), so the later phases read features.
-//   fgla_decay_factors  a = exp(log a) per token and head, (B, L, heads).
-//   fgla_chunk_state    global (C / 8, chunks, B): for 8 state rows (channels of one head),
-//                       U_c[i][j] = sum_s w_s k_s[i] v_s[j] and U_c[i][d] = sum_s w_s k_s[i] (the
-//                       normaliser's column), w_s = exp(X_s) forward / exp(P_s) backward; the
-//                       first block of each head also writes the chunk decay exp(sum of gates).
-//                       States: (B, chunks, C, d + 1).
-//   fgla_state_scan     global (C * (d + 1), B): per state element, sequential over chunks,
-//                       replaces U_c by the state entering chunk c: forward H_c (from the left),
-//                       backward E_c (from the right).
-//   fgla_output_vec     global (L, heads, B): per token and head, the intra-chunk sum with
-//                       running products of the factors a on both sides (at most CHUNK - 1
-//                       factors, so ~CHUNK ulp; no exp per pair), plus exp(P_r) q H_c (and
-//                       exp(X_r) q E_c) from direct sums of the gates, then the normaliser.
-
-__kernel void fgla_features(const int n, __global const float* qk, __global float* features) {
-    const int i = get_global_id(0);
-    if (i < n) features[i] = mila_elu1_float(qk[i]);
-}
-
-// a = exp(gateScale[h] * gate) per token and head, (B, L, heads): the factors of the output
-// phase's running products. Global (heads, B * L).
-__kernel void fgla_decay_factors(__global const float* gate, __global const float* gateScale, __global float* factors) {
-    const int h = get_global_id(0), row = get_global_id(1), heads = get_global_size(0);
-    const size_t i = (size_t)row * heads + h;
-    factors[i] = mila_exp_float(gateScale[h] * gate[i]);
-}
+// every decay is exp of a running sum of gates (<= 0), accumulated in order. Three launches:
+//   fgla_chunk_state    global (C / FG_ROWS, chunks, B): for FG_ROWS state rows (channels of one
+//                       head) and both directions at once (FG_BIDIR), U_c[i][j] = sum_s w_s k_s[i] v_s[j]
+//                       and U_c[i][d] = sum_s w_s k_s[i] (the normaliser's column), w_s = exp(X_s)
+//                       forward, exp(P_s) backward, both direct sums of the gates. It applies ELU + 1
+//                       to its k channels and writes them (kfeat, (B, L, C)) for the output phase;
+//                       the first block of each head writes the chunk decay exp(sum of gates) and the
+//                       factors a = exp(log a) of the output phase's running products.
+//                       States: (B, chunks, C, d + 1) per direction.
+//   fgla_state_scan     global (C * (d + 1) / (16 FG_SCAN_VECS), B, directions): 16 FG_SCAN_VECS
+//                       consecutive state elements per work-item, sequential over chunks; replaces U_c by the
+//                       state entering chunk c: forward H_c (from the left), backward E_c (from the
+//                       right).
+//   fgla_output_vec     global (chunks * ceil(CHUNK / FG_TB), heads, B): per FG_TB tokens of a chunk
+//                       and a head, q = ELU + 1 of its qk half, the scores against the chunk's
+//                       transposed k (written by the state phase), the intra-chunk sum with running products of the factors a on both sides (at
+//                       most CHUNK - 1 factors, so ~CHUNK ulp; no exp per pair), plus exp(P_r) q H_c
+//                       (and exp(X_r) q E_c) from direct sums of the gates, then the normaliser.
+// Measured on PoCL (2-core AVX-512 VM, bidirectional, L = 65536, 2 heads): 70 ms with separate
+// ELU / factor passes, one state launch per direction, one vector per scan work-item and one
+// token per output work-item; 38-46 ms now (README table), the un-gated attention 30 ms. The
+// `#pragma unroll` on loops over register arrays matters most: without it PoCL's LLVM kept the
+// float16 accumulators in memory (load-FMA-store chains) and the output phase took 2.3x longer.
 
 #if DHEAD % 16 == 0
 #define FG_GROUPS (DHEAD / 16)
+#ifndef FG_BIDIR
+#define FG_BIDIR 1
+#endif
+#if FG_BIDIR
+#define FG_ROWS 4
+#define FG_VLOAD vload4
+#define FG_VSTORE vstore4
+#define FG_ELU1 mila_elu1_float4
+#else
+#define FG_ROWS 8
+#define FG_VLOAD vload8
+#define FG_VSTORE vstore8
+#define FG_ELU1 mila_elu1_float8
+#endif
+#define FG_CHUNK16 ((CHUNK + 15) / 16 * 16)
 
-__kernel void fgla_chunk_state(const int L, const int C, const int backward, __global const float* features,
-                               __global const float* v, __global const float* gate, __global const float* gateScale,
-                               __global float* states, __global float* decay) {
-    const int c0 = get_global_id(0) * 8, chunk = get_global_id(1), b = get_global_id(2);
+__kernel void fgla_chunk_state(const int L, const int C, __global const float* qk, __global const float* v,
+                               __global const float* gate, __global const float* gateScale, __global float* forward,
+                               __global float* backward, __global float* decay, __global float* kfeat, __global float* factors) {
+    const int c0 = get_global_id(0) * FG_ROWS, chunk = get_global_id(1), b = get_global_id(2);
     const int chunks = get_global_size(1), heads = C / DHEAD;
     if (c0 >= C) return;
     const int h = c0 / DHEAD;
+    const bool first = c0 % DHEAD == 0;
     const float scale = gateScale[h];
-    const int t0 = chunk * CHUNK, t1 = min(L, t0 + CHUNK);
-    float16 acc[8][FG_GROUPS];
-    for (int r = 0; r < 8; ++r)
-        for (int g = 0; g < FG_GROUPS; ++g) acc[r][g] = (float16)(0.0f);
-    float8 ksum = (float8)(0.0f);
-    float run = 0.0f;  // forward: gates after s (X_s); backward: gates up to s (P_s)
-    for (int i = 0; i < t1 - t0; ++i) {
-        const int t = backward ? t0 + i : t1 - 1 - i;
-        const float g = scale * gate[((size_t)b * L + t) * heads + h];
-        if (backward) run += g;
-        const float w = mila_exp_float(run);
-        if (!backward) run += g;
-        const float8 k = w * vload8(0, features + ((size_t)b * L + t) * 2 * C + C + c0);
-        ksum += k;
-        float kr[8];
-        vstore8(k, 0, kr);
-        __global const float* vrow = v + ((size_t)b * L + t) * C + h * DHEAD;
+    const int t0 = chunk * CHUNK, n = min(L, t0 + CHUNK) - t0;
+    __global const float* gh = gate + ((size_t)b * L + t0) * heads + h;
+    // Token weights as exponents, direct sums of the gates: forward X_s = gates after s up to the
+    // chunk end (summed from the end), backward P_s = gates from the chunk start up to s; then
+    // exponentiated 16 at a time (rows past the end get weight 0 and are never read).
+    float wf[FG_CHUNK16], wb[FG_CHUNK16];
+    float run = 0.0f;
+    for (int i = n - 1; i >= 0; --i) {
+        wf[i] = run;
+        run += scale * gh[(size_t)i * heads];
+    }
+    if (first) decay[((size_t)b * chunks + chunk) * heads + h] = mila_exp_float(run);
+    run = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        const float g = scale * gh[(size_t)i * heads];
+        run += g;
+        wb[i] = run;
+        if (first) factors[((size_t)b * L + t0 + i) * heads + h] = mila_exp_float(g);
+    }
+    for (int i = n; i < FG_CHUNK16; ++i) wf[i] = wb[i] = 0.0f;
+    for (int i = 0; i < FG_CHUNK16; i += 16) {
+        vstore16(mila_exp_float16(vload16(0, wf + i)), 0, wf + i);
+#if FG_BIDIR
+        vstore16(mila_exp_float16(vload16(0, wb + i)), 0, wb + i);
+#endif
+    }
+    float16 accF[FG_ROWS][FG_GROUPS];
+#if FG_BIDIR
+    float16 accB[FG_ROWS][FG_GROUPS];
+    float ksumB[FG_ROWS];
+#endif
+    float ksumF[FG_ROWS];
+    #pragma unroll
+    for (int r = 0; r < FG_ROWS; ++r) {
+        #pragma unroll
+        for (int g = 0; g < FG_GROUPS; ++g) accF[r][g] = (float16)(0.0f);
+        ksumF[r] = 0.0f;
+#if FG_BIDIR
+        #pragma unroll
+        for (int g = 0; g < FG_GROUPS; ++g) accB[r][g] = (float16)(0.0f);
+        ksumB[r] = 0.0f;
+#endif
+    }
+    // k features of the chunk, transposed: kT (B, chunks, C, FG_CHUNK16), zero past the end.
+    __global float* kt = kfeat + (((size_t)b * chunks + chunk) * C + c0) * FG_CHUNK16;
+    for (int i = n; i < FG_CHUNK16; ++i)
+        #pragma unroll
+        for (int r = 0; r < FG_ROWS; ++r) kt[(size_t)r * FG_CHUNK16 + i] = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        const size_t row = (size_t)b * L + t0 + i;
+        float k[FG_ROWS];
+        FG_VSTORE(FG_ELU1(FG_VLOAD(0, qk + row * 2 * C + C + c0)), 0, k);
+        #pragma unroll
+        for (int r = 0; r < FG_ROWS; ++r) kt[(size_t)r * FG_CHUNK16 + i] = k[r];
+        const float w = wf[i];
+#if FG_BIDIR
+        const float w2 = wb[i];
+#endif
+        __global const float* vrow = v + row * C + h * DHEAD;
+        #pragma unroll
         for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
             const float16 vg = vload16(g2, vrow);
-            for (int r = 0; r < 8; ++r) acc[r][g2] = fma((float16)(kr[r]), vg, acc[r][g2]);
+            #pragma unroll
+            for (int r = 0; r < FG_ROWS; ++r) {
+                accF[r][g2] = fma((float16)(w * k[r]), vg, accF[r][g2]);
+#if FG_BIDIR
+                accB[r][g2] = fma((float16)(w2 * k[r]), vg, accB[r][g2]);
+#endif
+            }
+        }
+        #pragma unroll
+        for (int r = 0; r < FG_ROWS; ++r) {
+            ksumF[r] = fma(w, k[r], ksumF[r]);
+#if FG_BIDIR
+            ksumB[r] = fma(w2, k[r], ksumB[r]);
+#endif
         }
     }
     const size_t base = ((size_t)b * chunks + chunk) * C + c0;
-    float ks[8];
-    vstore8(ksum, 0, ks);
-    for (int r = 0; r < 8; ++r) {
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(acc[r][g2], 0, states + (base + r) * (DHEAD + 1) + g2 * 16);
-        states[(base + r) * (DHEAD + 1) + DHEAD] = ks[r];
-    }
-    if (c0 % DHEAD == 0) {
-        float total = 0.0f;
-        for (int t = t0; t < t1; ++t) total += scale * gate[((size_t)b * L + t) * heads + h];
-        decay[((size_t)b * chunks + chunk) * heads + h] = mila_exp_float(total);
+    #pragma unroll
+    for (int r = 0; r < FG_ROWS; ++r) {
+        #pragma unroll
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(accF[r][g2], 0, forward + (base + r) * (DHEAD + 1) + g2 * 16);
+        forward[(base + r) * (DHEAD + 1) + DHEAD] = ksumF[r];
+#if FG_BIDIR
+        #pragma unroll
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(accB[r][g2], 0, backward + (base + r) * (DHEAD + 1) + g2 * 16);
+        backward[(base + r) * (DHEAD + 1) + DHEAD] = ksumB[r];
+#endif
     }
 }
 
-__kernel void fgla_state_scan(const int C, const int chunks, const int backward, __global float* states,
+// In place: U_c -> the state entering chunk c, FG_SCAN_VECS x 16 consecutive elements per
+// work-item, chunk by chunk (fewer, longer strides than one vector per work-item: the walk over
+// chunks jumps C (d + 1) floats, a new page each step). 16 elements span at most two heads (a
+// head's state has d (d + 1) >= 272 elements), so each lane picks its head's chunk decay.
+// Direction = global id 2 (0 forward, 1 backward).
+#ifndef FG_SCAN_VECS
+#define FG_SCAN_VECS 8
+#endif
+__kernel void fgla_state_scan(const int C, const int chunks, __global float* forward, __global float* backward,
                               __global const float* decay) {
-    const int e = get_global_id(0), b = get_global_id(1);
-    const int heads = C / DHEAD;
-    if (e >= C * (DHEAD + 1)) return;
-    const int h = (e / (DHEAD + 1)) / DHEAD;
-    float state = 0.0f;
+    const int b = get_global_id(1), isBackward = get_global_id(2);
+    const int heads = C / DHEAD, size = C * (DHEAD + 1);
+    const int first = get_global_id(0) * FG_SCAN_VECS * 16;
+    if (first >= size) return;
+    const int nv = min(FG_SCAN_VECS, (size - first) / 16);  // size is a multiple of 16
+    __global float* states = isBackward ? backward : forward;
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int hA[FG_SCAN_VECS], hB[FG_SCAN_VECS];
+    int16 inB[FG_SCAN_VECS];
+    float16 state[FG_SCAN_VECS];
+    #pragma unroll
+    for (int k = 0; k < FG_SCAN_VECS; ++k) {
+        const int e0 = first + min(k, nv - 1) * 16;
+        hA[k] = e0 / (DHEAD * (DHEAD + 1));
+        hB[k] = (e0 + 15) / (DHEAD * (DHEAD + 1));
+        inB[k] = (int16)(e0) + lane >= (int16)(hB[k] * DHEAD * (DHEAD + 1));
+        state[k] = (float16)(0.0f);
+    }
     for (int i = 0; i < chunks; ++i) {
-        const int c = backward ? chunks - 1 - i : i;
-        __global float* u = states + ((size_t)b * chunks + c) * C * (DHEAD + 1) + e;
-        const float contribution = *u;
-        *u = state;  // the state entering chunk c
-        state = fma(decay[((size_t)b * chunks + c) * heads + h], state, contribution);
+        const int c = isBackward ? chunks - 1 - i : i;
+        __global float* u = states + ((size_t)b * chunks + c) * size + first;
+        __global const float* dc = decay + ((size_t)b * chunks + c) * heads;
+        for (int k = 0; k < nv; ++k) {
+            const float16 contribution = vload16(k, u);
+            vstore16(state[k], k, u);  // the state entering chunk c
+            state[k] = fma(select((float16)(dc[hA[k]]), (float16)(dc[hB[k]]), inB[k]), state[k], contribution);
+        }
     }
 }
 
-// One intra-chunk term: w = decay * (q . k_s); num += w v_s; returns w (the normaliser's share).
-inline float fg_intra(const float* q, __global const float* ks, __global const float* vs, float decay, float16* num) {
-    float16 dot16 = (float16)(0.0f);
-    for (int g2 = 0; g2 < FG_GROUPS; ++g2) dot16 = fma(vload16(g2, q), vload16(g2, ks), dot16);
-    const float8 d8 = dot16.lo + dot16.hi;
-    const float4 d4 = d8.lo + d8.hi;
-    const float w = decay * ((d4.x + d4.y) + (d4.z + d4.w));
-    for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[g2] = fma((float16)(w), vload16(g2, vs), num[g2]);
-    return w;
-}
+// Tokens per work-item in fgla_output_vec: each k row, v row and state row loaded once serves
+// FG_TB tokens (register blocking; one token per work-item ran at ~25 GFLOP/s on PoCL).
+#define FG_TB 4
 
-__kernel void fgla_output_vec(const int L, const int C, const int bidirectional, const int normalize,
-                              __global const float* features, __global const float* v, __global const float* gate,
+__kernel void fgla_output_vec(const int L, const int C, const int normalize,
+                              __global const float* qk, __global const float* kfeat, __global const float* v, __global const float* gate,
                               __global const float* gateScale, __global const float* forward, __global const float* backwardStates,
                               __global const float* factors, __global float* out) {
-    const int t = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
-    const int heads = C / DHEAD;
-    if (t >= L || h >= heads) return;
-    const int chunks = (L + CHUNK - 1) / CHUNK, chunk = t / CHUNK;
-    const int t0 = chunk * CHUNK, t1 = min(L, t0 + CHUNK);
+    const int block = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+    const int heads = C / DHEAD, chunks = (L + CHUNK - 1) / CHUNK, blocksPerChunk = (CHUNK + FG_TB - 1) / FG_TB;
+    const int chunk = block / blocksPerChunk, i0 = block % blocksPerChunk * FG_TB;
+    if (chunk >= chunks || h >= heads) return;
+    const int t0 = chunk * CHUNK, n = min(L, t0 + CHUNK) - t0;
+    if (i0 >= n) return;
+    const int nt = min(FG_TB, n - i0);  // tokens of this block; the others repeat the last one, unstored
     const float scale = gateScale[h];
-    __global const float* frow = features + (size_t)b * L * 2 * C + h * DHEAD;
-    __global const float* gh = gate + (size_t)b * L * heads + h;
-    __global const float* ah = factors + (size_t)b * L * heads + h;
-    float q[DHEAD];
-    for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(vload16(g2, frow + (size_t)t * 2 * C), g2, q);
-    float16 num[FG_GROUPS];
-    for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[g2] = (float16)(0.0f);
-    float den = 0.0f;
-    // Intra-chunk, s <= t: the decay is the product of the factors passed going left.
-    float m = 1.0f;
-    for (int s = t; s >= t0; --s) {
-        den += fg_intra(q, frow + (size_t)s * 2 * C + C, v + ((size_t)b * L + s) * C + h * DHEAD, m, num);
+    __global const float* gh = gate + ((size_t)b * L + t0) * heads + h;
+    __global const float* ah = factors + ((size_t)b * L + t0) * heads + h;
+    float q[FG_TB][DHEAD];
+    #pragma unroll
+    for (int tb = 0; tb < FG_TB; ++tb) {
+        __global const float* qrow = qk + ((size_t)b * L + t0 + i0 + min(tb, nt - 1)) * 2 * C + h * DHEAD;
+        #pragma unroll
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(mila_elu1_float16(vload16(g2, qrow)), g2, q[tb]);
+    }
+    // Intra-chunk weights M_is = product of the factors a passed going from token i to s (at
+    // most CHUNK - 1 of them; no exp per pair), 0 outside the window, built 16 at a time: the
+    // left part of the block's first token by a scalar loop, then token by token
+    // Left_i = a_i Left_{i-1} + [s == i]; the right part from the block's last token backwards,
+    // Right_i = a_{i+1} Right_{i+1} + a_{i+1} [s == i + 1].
+    // Inter-chunk exponents, direct sums of the gates: P_i = gates from the chunk start to i
+    // (inclusive, summed forward), X_i = gates after i (summed from the end).
+    float w[FG_TB][FG_CHUNK16], right[FG_CHUNK16];
+    float p[FG_TB], x[FG_TB];
+    const int last = i0 + nt - 1;
+    float m = 1.0f, sp = 0.0f, sx = 0.0f;
+    for (int s = 0; s < FG_CHUNK16; ++s) w[0][s] = right[s] = 0.0f;
+    for (int s = i0; s >= 0; --s) {
+        w[0][s] = m;
         m *= ah[(size_t)s * heads];
     }
-    if (bidirectional) {
+    for (int s = 0; s <= i0; ++s) sp += scale * gh[(size_t)s * heads];
+    for (int s = n - 1; s > last; --s) sx += scale * gh[(size_t)s * heads];
+    if (FG_BIDIR) {
         m = 1.0f;
-        for (int s = t + 1; s < t1; ++s) {
+        for (int s = last + 1; s < n; ++s) {
             m *= ah[(size_t)s * heads];
-            den += fg_intra(q, frow + (size_t)s * 2 * C + C, v + ((size_t)b * L + s) * C + h * DHEAD, m, num);
+            right[s] = m;
         }
     }
-    // Inter-chunk: P_r = gates from the chunk start to t (inclusive), X_r = gates after t.
-    float p = 0.0f, x = 0.0f;
-    for (int s = t0; s <= t; ++s) p += scale * gh[(size_t)s * heads];
-    for (int s = t + 1; s < t1; ++s) x += scale * gh[(size_t)s * heads];
-    for (int pass = 0; pass < (bidirectional ? 2 : 1); ++pass) {
+    p[0] = sp;
+    x[min(nt, FG_TB) - 1] = sx;
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int tb = 1; tb < FG_TB; ++tb) {
+        const int i = i0 + min(tb, nt - 1);
+        const float a = tb < nt ? ah[(size_t)i * heads] : 1.0f;
+        #pragma unroll
+        for (int j = 0; j < FG_CHUNK16 / 16; ++j) {
+            const float16 prev = vload16(j, w[tb - 1]);
+            vstore16(tb < nt ? select(prev * a, (float16)(1.0f), lane + j * 16 == (int16)(i)) : prev, j, w[tb]);
+        }
+        p[tb] = tb < nt ? p[tb - 1] + scale * gh[(size_t)i * heads] : p[tb - 1];
+    }
+    for (int tb = FG_TB - 1; tb >= 0; --tb) {
+        if (tb < nt - 1) {  // token i0 + tb, from the right part of token i0 + tb + 1
+            const int i = i0 + tb;
+            const float a = ah[(size_t)(i + 1) * heads];
+            x[tb] = x[tb + 1] + scale * gh[(size_t)(i + 1) * heads];
+            #pragma unroll
+            for (int j = 0; j < FG_CHUNK16 / 16; ++j)
+                vstore16(select(vload16(j, right) * a, (float16)(a), lane + j * 16 == (int16)(i + 1)), j, right);
+        } else if (tb >= nt) {
+            x[tb] = x[nt - 1];
+        }
+        if (FG_BIDIR && tb < nt)
+            #pragma unroll
+            for (int j = 0; j < FG_CHUNK16 / 16; ++j) vstore16(vload16(j, w[tb]) + vload16(j, right), j, w[tb]);
+    }
+    // Scores q . k_s for the whole chunk (kT holds the chunk's k transposed), times M.
+    float16 sc[FG_TB][FG_CHUNK16 / 16];
+    #pragma unroll
+    for (int tb = 0; tb < FG_TB; ++tb)
+        #pragma unroll
+        for (int j = 0; j < FG_CHUNK16 / 16; ++j) sc[tb][j] = (float16)(0.0f);
+    __global const float* kt = kfeat + (((size_t)b * chunks + chunk) * C + h * DHEAD) * FG_CHUNK16;
+    for (int mm = 0; mm < DHEAD; ++mm) {
+        #pragma unroll
+        for (int j = 0; j < FG_CHUNK16 / 16; ++j) {
+            const float16 kv = vload16(j, kt + (size_t)mm * FG_CHUNK16);
+            #pragma unroll
+            for (int tb = 0; tb < FG_TB; ++tb) sc[tb][j] = fma((float16)(q[tb][mm]), kv, sc[tb][j]);
+        }
+    }
+    float den[FG_TB];
+    #pragma unroll
+    for (int tb = 0; tb < FG_TB; ++tb) {
+        float16 dsum = (float16)(0.0f);
+        #pragma unroll
+        for (int j = 0; j < FG_CHUNK16 / 16; ++j) {
+            const float16 y = sc[tb][j] * vload16(j, w[tb]);
+            vstore16(y, j, w[tb]);
+            dsum += y;
+        }
+        const float8 d8 = dsum.lo + dsum.hi;
+        const float4 d4 = d8.lo + d8.hi;
+        den[tb] = (d4.x + d4.y) + (d4.z + d4.w);
+    }
+    float16 num[FG_TB][FG_GROUPS];
+    #pragma unroll
+    for (int tb = 0; tb < FG_TB; ++tb)
+        #pragma unroll
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[tb][g2] = (float16)(0.0f);
+    __global const float* vh = v + ((size_t)b * L + t0) * C + h * DHEAD;
+    for (int s = 0; s < (FG_BIDIR ? n : i0 + nt); ++s) {
+        #pragma unroll
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
+            const float16 vs = vload16(g2, vh + (size_t)s * C);
+            #pragma unroll
+            for (int tb = 0; tb < FG_TB; ++tb) num[tb][g2] = fma((float16)(w[tb][s]), vs, num[tb][g2]);
+        }
+    }
+    // Inter-chunk: exp(P) q H_c (and exp(X) q E_c).
+    for (int pass = 0; pass < (FG_BIDIR ? 2 : 1); ++pass) {
         __global const float* state = (pass == 0 ? forward : backwardStates)
             + (((size_t)b * chunks + chunk) * C + h * DHEAD) * (DHEAD + 1);
-        const float w = mila_exp_float(pass == 0 ? p : x);
-        float16 acc[FG_GROUPS];
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) acc[g2] = (float16)(0.0f);
-        float accDen = 0.0f;
-        for (int i = 0; i < DHEAD; ++i) {
-            const float qi = q[i];
-            for (int g2 = 0; g2 < FG_GROUPS; ++g2) acc[g2] = fma((float16)(qi), vload16(g2, state + i * (DHEAD + 1)), acc[g2]);
-            accDen = fma(qi, state[i * (DHEAD + 1) + DHEAD], accDen);
+        float16 acc[FG_TB][FG_GROUPS];
+        float accDen[FG_TB];
+        #pragma unroll
+        for (int tb = 0; tb < FG_TB; ++tb) {
+            #pragma unroll
+            for (int g2 = 0; g2 < FG_GROUPS; ++g2) acc[tb][g2] = (float16)(0.0f);
+            accDen[tb] = 0.0f;
         }
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[g2] = fma((float16)(w), acc[g2], num[g2]);
-        den = fma(w, accDen, den);
+        for (int r = 0; r < DHEAD; ++r) {
+            __global const float* srow = state + r * (DHEAD + 1);
+            #pragma unroll
+            for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
+                const float16 sv = vload16(g2, srow);
+                #pragma unroll
+                for (int tb = 0; tb < FG_TB; ++tb) acc[tb][g2] = fma((float16)(q[tb][r]), sv, acc[tb][g2]);
+            }
+            const float sd = srow[DHEAD];
+            #pragma unroll
+            for (int tb = 0; tb < FG_TB; ++tb) accDen[tb] = fma(q[tb][r], sd, accDen[tb]);
+        }
+        #pragma unroll
+        for (int tb = 0; tb < FG_TB; ++tb) {
+            const float wgt = mila_exp_float(pass == 0 ? p[tb] : x[tb]);
+            #pragma unroll
+            for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[tb][g2] = fma((float16)(wgt), acc[tb][g2], num[tb][g2]);
+            den[tb] = fma(wgt, accDen[tb], den[tb]);
+        }
     }
-    const float inv = normalize ? 1.0f / (den + 1e-6f) : 1.0f;
-    __global float* orow = out + ((size_t)b * L + t) * C + h * DHEAD;
-    for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(num[g2] * inv, g2, orow);
+    for (int tb = 0; tb < nt; ++tb) {
+        const float inv = normalize ? 1.0f / (den[tb] + 1e-6f) : 1.0f;
+        __global float* orow = out + ((size_t)b * L + t0 + i0 + tb) * C + h * DHEAD;
+        #pragma unroll
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(num[tb][g2] * inv, g2, orow);
+    }
 }
 #endif

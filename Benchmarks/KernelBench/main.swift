@@ -2,7 +2,7 @@
 // shapes (224 and 1024 input), then times them from OpenCL profiling events (median of
 // several runs) and prints ms and GFLOP/s or GB/s.
 //
-//   swift run -c release mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only NAME]
+//   swift run -c release mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only NAME] [--variant NAME,...]
 //
 // GFLOP/s counts a multiply-add as 2 FLOPs (formulas in MilaCore's specs: GEMM 2MKN, dense conv
 // 18 Cin per output, depthwise 18 per output). GB/s counts the bytes of the op's input and
@@ -17,6 +17,7 @@ struct Options {
     var resolutions = [224, 1024]
     var runs = 10
     var only: String?
+    var variants: [String] = []
     var perKernel = false
 
     init(_ arguments: [String]) throws {
@@ -33,6 +34,9 @@ struct Options {
                 perKernel = true
             case "--only":
                 only = rest.popFirst()
+            case "--variant":
+                guard let value = rest.popFirst() else { throw BenchError.usage("--variant needs names, e.g. \"phased T=32,mlla attn\"") }
+                variants = value.split(separator: ",").map(String.init)
             case "-h", "--help":
                 throw BenchError.usage("")
             default:
@@ -49,7 +53,7 @@ enum BenchError: Error, CustomStringConvertible {
         switch self {
         case let .usage(message):
             return (message.isEmpty ? "" : "\(message)\n")
-                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|fgla|mean] [--per-kernel]"
+                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|fgla|mean] [--variant NAME,...] [--per-kernel]"
         case let .mismatch(message): return message
         }
     }
@@ -303,7 +307,7 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
                     let expected = { try references.value(key) {
                         try Reference.forgetGateAttention(qk: qk, v: v, logGate: gates, heads: heads, bidirectional: bidirectional, normalize: true)
                     } }
-                    for kernel in [ForgetGateKernel.phased(chunk: 32), .phased(chunk: 64), .chunked(chunk: 16), .chunked(chunk: 32), .recurrent] {
+                    for kernel in [ForgetGateKernel.phased(chunk: 16), .phased(chunk: 32), .phased(chunk: 64), .chunked(chunk: 16), .chunked(chunk: 32), .recurrent] {
                         cases.append(Case(
                             context: context, family: "fgla", shape: "L=\(l) h=\(heads) \(bidirectional ? "bidir" : "causal")",
                             variant: kernel == .recurrent ? "recurrent" : "\(kernel)".replacingOccurrences(of: "chunked ", with: "fused "),
@@ -361,6 +365,7 @@ func main() throws {
     for resolution in options.resolutions {
         print("\n== MLLA-T shapes at \(resolution)x\(resolution) ==")
         let cases = try makeCases(context, contexts: contexts, resolution: resolution, references: references, only: options.only)
+            .filter { c in options.variants.isEmpty || options.variants.contains { c.variant.contains($0) } }
         print(pad("op", 10) + pad("shape", 30) + pad("variant", 10) + lpad("ms", 10) + lpad("GFLOP/s", 10) + lpad("GB/s", 9) + lpad("max err", 10))
         var totals: [String: (seconds: Double, flops: Double, weightedSeconds: Double, weightedFlops: Double)] = [:]
         for c in cases {
@@ -382,7 +387,9 @@ func main() throws {
             }
             let ms = median(times) * 1e3
             if options.perKernel {
-                let parts = try c.context.deviceTimes { try c.run() }
+                // Median over the runs, kernel by kernel (launch order is the same every run).
+                let samples = try (0..<runs).map { _ in try c.context.deviceTimes { try c.run() } }
+                let parts = samples[0].indices.map { k in (name: samples[0][k].name, seconds: median(samples.map { $0[k].seconds })) }
                 print("    per kernel: " + parts.map { String(format: "%@ %.3f ms", $0.name, $0.seconds * 1e3) }.joined(separator: ", "))
             }
             print(pad(c.family, 10) + pad(c.shape, 30) + pad(c.variant, 10) + lpad(String(format: "%.3f", ms), 10)

@@ -76,9 +76,14 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
 
     static let phasedCases: [ForgetGateCase] = [1, 5, 63, 64, 65, 197, 3136].flatMap { l in
         [16, 32, 64].map { ForgetGateCase(tokens: l, chunk: $0, channels: 64, heads: 2) }
-    }
+    } + [
+        // Chunks that are not a multiple of the output kernel's 4-token blocks or of 16 lanes,
+        // and d = 16 with 3 heads (the scan's 16-element vectors then straddle two heads).
+        ForgetGateCase(tokens: 65, chunk: 7, channels: 48, heads: 3),
+        ForgetGateCase(tokens: 197, chunk: 20, channels: 64, heads: 2),
+    ]
 
-    @Test("phased kernels (d = 32) vs Float64 recurrent reference", arguments: phasedCases)
+    @Test("phased kernels (d = 32, and 16) vs Float64 recurrent reference", arguments: phasedCases)
     func phased(_ c: ForgetGateCase) throws {
         let context = try TestDevice.context()
         for bidirectional in [false, true] {

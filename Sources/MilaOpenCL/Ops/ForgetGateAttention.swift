@@ -73,34 +73,32 @@ extension CLContext {
         guard (1...256).contains(chunk) else {
             throw MilaError.invalidArgument(op: "forget_gate_attention", message: "chunk size \(chunk) must be 1...256")
         }
-        let defines = ["DHEAD=\(d)", "CHUNK=\(chunk)"]
+        let defines = ["DHEAD=\(d)", "CHUNK=\(chunk)", "FG_BIDIR=\(bidirectional ? 1 : 0)"]
+        let rows = bidirectional ? 4 : 8  // FG_ROWS in the kernel
         let chunks = ceilDiv(l, chunk)
-        let features = try buffer(count: batch * l * 2 * c)
+        let kfeat = try buffer(count: batch * chunks * c * ((chunk + 15) / 16 * 16))  // k transposed per chunk (FG_CHUNK16)
         let decay = try buffer(count: batch * chunks * heads)
         let factors = try buffer(count: batch * l * heads)
         let forward = try buffer(count: batch * chunks * c * (d + 1))
         let backward = bidirectional ? try buffer(count: batch * chunks * c * (d + 1)) : forward
         defer {
-            for b in [features, decay, factors, forward] { recycle(b) }
+            for b in [kfeat, decay, factors, forward] { recycle(b) }
             if bidirectional { recycle(backward) }
         }
-        let n = batch * l * 2 * c
-        try launch(try kernel(.forgetGateAttention, "fgla_features", defines: defines), global: [n],
-                   arguments: [.int(Int32(n)), .buffer(qk.buffer), .buffer(features)])
-        try launch(try kernel(.forgetGateAttention, "fgla_decay_factors", defines: defines), global: [heads, batch * l],
-                   arguments: [.buffer(gate.buffer), .buffer(scale), .buffer(factors)])
-        for (states, isBackward) in bidirectional ? [(forward, false), (backward, true)] : [(forward, false)] {
-            try launch(try kernel(.forgetGateAttention, "fgla_chunk_state", defines: defines), global: [c / 8, chunks, batch],
-                       arguments: [.int(Int32(l)), .int(Int32(c)), .int(isBackward ? 1 : 0), .buffer(features), .buffer(v.buffer),
-                                   .buffer(gate.buffer), .buffer(scale), .buffer(states), .buffer(decay)])
-            try launch(try kernel(.forgetGateAttention, "fgla_state_scan", defines: defines), global: [c * (d + 1), batch],
-                       arguments: [.int(Int32(c)), .int(Int32(chunks)), .int(isBackward ? 1 : 0), .buffer(states), .buffer(decay)])
-        }
+        try launch(try kernel(.forgetGateAttention, "fgla_chunk_state", defines: defines), global: [c / rows, chunks, batch],
+                   arguments: [.int(Int32(l)), .int(Int32(c)), .buffer(qk.buffer), .buffer(v.buffer), .buffer(gate.buffer),
+                               .buffer(scale), .buffer(forward), .buffer(backward), .buffer(decay), .buffer(kfeat), .buffer(factors)])
+        try launch(try kernel(.forgetGateAttention, "fgla_state_scan", defines: defines),
+                   global: [ceilDiv(c * (d + 1), 16 * 8), batch, bidirectional ? 2 : 1],  // FG_SCAN_VECS = 8
+                   arguments: [.int(Int32(c)), .int(Int32(chunks)), .buffer(forward), .buffer(backward), .buffer(decay)])
         let y = try output ?? empty([batch, l, c])
-        try launch(try kernel(.forgetGateAttention, "fgla_output_vec", defines: defines), global: [l, heads, batch],
-                   arguments: [.int(Int32(l)), .int(Int32(c)), .int(bidirectional ? 1 : 0), .int(normalize ? 1 : 0), .buffer(features),
-                               .buffer(v.buffer), .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(factors),
-                               .buffer(y.buffer)])
+        // FG_TB = 4 tokens per work-item; work-groups of 8 (PoCL's own choice of a large group
+        // overflowed its stack with the kernel's private arrays).
+        let blocks = chunks * ceilDiv(chunk, 4)
+        try launch(try kernel(.forgetGateAttention, "fgla_output_vec", defines: defines), global: [ceilDiv(blocks, 8) * 8, heads, batch],
+                   local: [8, 1, 1],
+                   arguments: [.int(Int32(l)), .int(Int32(c)), .int(normalize ? 1 : 0), .buffer(qk.buffer), .buffer(kfeat), .buffer(v.buffer),
+                               .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(factors), .buffer(y.buffer)])
         return y
     }
 }
