@@ -43,11 +43,17 @@ let package = Package(
 
         .target(name: "MilaOpenCL", dependencies: ["MilaCore", "MilaKernels", "COpenCL", "CCLBlast"]),
 
+        // The models shipped inside the engine (Sources/MilaModelZoo/Models/*.safetensors, trained by
+        // Tests/PyTorchReference/train_digits.py), embedded as base64 literals by the EmbedModels plugin.
+        .executableTarget(name: "ModelEmbedder"),
+        .plugin(name: "EmbedModels", capability: .buildTool(), dependencies: ["ModelEmbedder"]),
+        .target(name: "MilaModelZoo", exclude: ["Models"], plugins: ["EmbedModels"]),
+
         // A loaded model with a backend: what the CLI drives.
-        .target(name: "MilaEngine", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL"]),
+        .target(name: "MilaEngine", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL", "MilaModelZoo"]),
 
         .executableTarget(name: "mila-infer", dependencies: [
-            "MilaCore", "MilaOpenCL", "MilaWeights", "MilaModel", "MilaEngine", "MilaImage",
+            "MilaCore", "MilaOpenCL", "MilaWeights", "MilaModel", "MilaModelZoo", "MilaEngine", "MilaImage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "KernelBench", dependencies: ["MilaCore", "MilaReference", "MilaOpenCL"],
@@ -56,7 +62,7 @@ let package = Package(
         .testTarget(name: "MilaCoreTests", dependencies: ["MilaCore"]),
         .testTarget(name: "MilaReferenceTests", dependencies: ["MilaCore", "MilaReference"]),
         .testTarget(name: "MilaWeightsTests", dependencies: ["MilaCore", "MilaWeights"]),
-        .testTarget(name: "CLITests", dependencies: ["mila-infer", "MilaCore", "MilaWeights"]),
+        .testTarget(name: "CLITests", dependencies: ["mila-infer", "MilaCore", "MilaWeights", "MilaEngine", "MilaImage", "MilaModelZoo"]),
         .testTarget(name: "MilaImageTests", dependencies: ["MilaCore", "MilaImage", "MilaWeights"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MilaModelTests", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL"],
                     resources: [.copy("Fixtures")]),

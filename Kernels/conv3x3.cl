@@ -31,18 +31,23 @@ __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, con
     const int b = row / Ho, oy = row % Ho;
     if (c0 >= Cout || ox0 >= Wo) return;
     vec_t acc[XPW][COV];
+    #pragma unroll
     for (int q = 0; q < COV; ++q) {
         const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0 + q * VEC) : (vec_t)(0.0f);
+        #pragma unroll
         for (int p = 0; p < XPW; ++p) acc[p][q] = start;
     }
+    #pragma unroll
     for (int ky = 0; ky < 3; ++ky) {
         const int iy = oy * stride + ky - 1;
         if (iy < 0 || iy >= H) continue;
         __global const float* inRow = in + ((size_t)b * H + iy) * W * Cin;
+        #pragma unroll
         for (int kx = 0; kx < 3; ++kx) {
             __global const float* wTap = w + (size_t)(ky * 3 + kx) * Cin * CoutP + c0;
             int offset[XPW];
             float valid[XPW];
+            #pragma unroll
             for (int p = 0; p < XPW; ++p) {
                 const int ix = (ox0 + p) * stride + kx - 1;
                 const int inside = ix >= 0 && ix < W && ox0 + p < Wo;
@@ -51,17 +56,22 @@ __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, con
             }
             for (int ci = 0; ci < Cin; ++ci) {
                 vec_t wv[COV];
+                #pragma unroll
                 for (int q = 0; q < COV; ++q) wv[q] = VLOAD(wTap + (size_t)ci * CoutP + q * VEC);
+                #pragma unroll
                 for (int p = 0; p < XPW; ++p) {
                     const vec_t xv = (vec_t)(inRow[offset[p] + ci] * valid[p]);
+                    #pragma unroll
                     for (int q = 0; q < COV; ++q) acc[p][q] = fma(xv, wv[q], acc[p][q]);
                 }
             }
         }
     }
+    #pragma unroll
     for (int p = 0; p < XPW; ++p) {
         const int ox = ox0 + p;
         if (ox >= Wo) break;
+        #pragma unroll
         for (int q = 0; q < COV; ++q) {
             const int c = c0 + q * VEC;
             if (c >= Cout) break;

@@ -35,7 +35,9 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
     if (ox0 >= Wo) return;
     vec_t acc[XPW];
     const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
+    #pragma unroll
     for (int p = 0; p < XPW; ++p) acc[p] = start;
+    #pragma unroll
     for (int ky = 0; ky < 3; ++ky) {
         const int iy = oy * stride + ky - 1;
         if (iy < 0 || iy >= H) continue;
@@ -47,6 +49,7 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
             // Interior: all XPW + 2 input columns exist, no bounds checks.
             __global const float* p = rowIn + (size_t)(ox0 - 1) * C;
             vec_t left = VLOAD(p), mid = VLOAD(p + C);
+            #pragma unroll
             for (int q = 0; q < XPW; ++q) {
                 const vec_t right = VLOAD(p + (size_t)(q + 2) * C);
                 acc[q] = fma(left, w0, fma(mid, w1, fma(right, w2, acc[q])));
@@ -56,6 +59,7 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
         } else if (stride == 1) {
             vec_t left = dw_load(rowIn, ox0 - 1, W, C);
             vec_t mid = dw_load(rowIn, ox0, W, C);
+            #pragma unroll
             for (int p = 0; p < XPW; ++p) {
                 const vec_t right = dw_load(rowIn, ox0 + p + 1, W, C);
                 acc[p] = fma(left, w0, fma(mid, w1, fma(right, w2, acc[p])));
@@ -63,6 +67,7 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
                 mid = right;
             }
         } else {
+            #pragma unroll
             for (int p = 0; p < XPW; ++p) {
                 const int ix = (ox0 + p) * stride - 1;
                 acc[p] = fma(dw_load(rowIn, ix, W, C), w0,
@@ -70,6 +75,7 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
             }
         }
     }
+    #pragma unroll
     for (int p = 0; p < XPW; ++p) {
         const int ox = ox0 + p;
         if (ox >= Wo) break;

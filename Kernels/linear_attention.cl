@@ -53,6 +53,7 @@ __kernel void la_kv_partial(const int L, const int W, const int C, const int chu
     if (c >= C) return;
     const int kMax = C / 4, partner = c ^ 1, odd = c & 1, h = c / DHEAD;
     float acc[DHEAD];
+    #pragma unroll
     for (int e = 0; e < DHEAD; ++e) acc[e] = 0.0f;
     float ksum = 0.0f;
     const int t0 = j * chunk, t1 = min(L, t0 + chunk);
@@ -63,9 +64,11 @@ __kernel void la_kv_partial(const int L, const int W, const int C, const int chu
         const float kr = la_rotate(kc, kp, odd, la_angle(c, t / W, t % W, kMax, rotY, rotX));
         ksum += kc;
         __global const float* vrow = v + ((size_t)b * L + t) * C + h * DHEAD;
+        #pragma unroll
         for (int e = 0; e < DHEAD; ++e) acc[e] = fma(kr, vrow[e], acc[e]);
     }
     const size_t base = ((size_t)b * chunks + j) * C + c;
+    #pragma unroll
     for (int e = 0; e < DHEAD; ++e) kvPart[base * DHEAD + e] = acc[e];
     kPart[base] = ksum;
 }
@@ -80,6 +83,7 @@ __kernel void la_output(const int L, const int W, const int C, __global const fl
     __global const float* km = kMean + (size_t)b * C;
     float qr[DHEAD];
     float dot = 0.0f;
+    #pragma unroll
     for (int i = 0; i < DHEAD; ++i) {
         const int c = h * DHEAD + i;
         const float qc = mila_elu1_float(qrow[c]);
@@ -89,11 +93,15 @@ __kernel void la_output(const int L, const int W, const int C, __global const fl
     }
     const float z = 1.0f / (dot + 1e-6f);
     float acc[DHEAD];
+    #pragma unroll
     for (int e = 0; e < DHEAD; ++e) acc[e] = 0.0f;
     __global const float* kvh = kv + ((size_t)b * C + h * DHEAD) * DHEAD;
+    #pragma unroll
     for (int i = 0; i < DHEAD; ++i)
+        #pragma unroll
         for (int e = 0; e < DHEAD; ++e) acc[e] = fma(qr[i], kvh[i * DHEAD + e], acc[e]);
     __global float* orow = out + ((size_t)b * L + t) * C + h * DHEAD;
+    #pragma unroll
     for (int e = 0; e < DHEAD; ++e) orow[e] = acc[e] * z;
 }
 
@@ -122,7 +130,9 @@ __kernel void la_kv_partial_vec(const int L, const int W, const int C, const int
     if (c0 >= C) return;
     const int kMax = C / 4, h = c0 / DHEAD;
     float16 acc[8][LA_GROUPS];
+    #pragma unroll
     for (int r = 0; r < 8; ++r)
+        #pragma unroll
         for (int g = 0; g < LA_GROUPS; ++g) acc[r][g] = (float16)(0.0f);
     float8 ksum = (float8)(0.0f);
     const int t0 = j * chunk, t1 = min(L, t0 + chunk);
@@ -132,13 +142,17 @@ __kernel void la_kv_partial_vec(const int L, const int W, const int C, const int
         float kr[8];
         vstore8(la_rotate8(k, c0, t / W, t % W, kMax, rotY, rotX), 0, kr);
         __global const float* vrow = v + ((size_t)b * L + t) * C + h * DHEAD;
+        #pragma unroll
         for (int g = 0; g < LA_GROUPS; ++g) {
             const float16 vg = vload16(g, vrow);
+            #pragma unroll
             for (int r = 0; r < 8; ++r) acc[r][g] = fma((float16)(kr[r]), vg, acc[r][g]);
         }
     }
     const size_t base = ((size_t)b * chunks + j) * C + c0;
+    #pragma unroll
     for (int r = 0; r < 8; ++r)
+        #pragma unroll
         for (int g = 0; g < LA_GROUPS; ++g) vstore16(acc[r][g], g, kvPart + (base + r) * DHEAD);
     vstore8(ksum, 0, kPart + base);
 }
@@ -152,6 +166,7 @@ __kernel void la_output_vec(const int L, const int W, const int C, __global cons
     __global const float* qrow = qk + ((size_t)b * L + t) * 2 * C;
     float qr[DHEAD];
     float8 dot8 = (float8)(0.0f);
+    #pragma unroll
     for (int blk = 0; blk < DHEAD / 8; ++blk) {
         const int c0 = h * DHEAD + blk * 8;
         const float8 q = mila_elu1_float8(vload8(0, qrow + c0));
@@ -161,11 +176,15 @@ __kernel void la_output_vec(const int L, const int W, const int C, __global cons
     const float4 d4 = dot8.lo + dot8.hi;
     const float z = 1.0f / ((d4.x + d4.y) + (d4.z + d4.w) + 1e-6f);
     float16 acc[LA_GROUPS];
+    #pragma unroll
     for (int g = 0; g < LA_GROUPS; ++g) acc[g] = (float16)(0.0f);
     __global const float* kvh = kv + ((size_t)b * C + h * DHEAD) * DHEAD;
+    #pragma unroll
     for (int i = 0; i < DHEAD; ++i)
+        #pragma unroll
         for (int g = 0; g < LA_GROUPS; ++g) acc[g] = fma((float16)(qr[i]), vload16(g, kvh + i * DHEAD), acc[g]);
     __global float* orow = out + ((size_t)b * L + t) * C + h * DHEAD;
+    #pragma unroll
     for (int g = 0; g < LA_GROUPS; ++g) vstore16(acc[g] * z, g, orow);
 }
 #endif

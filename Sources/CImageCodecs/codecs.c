@@ -188,3 +188,75 @@ void mila_image_free(mila_image *image) {
     free(image->pixels);
     image->pixels = NULL;
 }
+
+// ---- PNG encoding (8-bit RGB, to memory) ----
+
+struct png_sink {
+    uint8_t *data;
+    size_t size, capacity;
+    int failed;
+};
+
+static void png_write_memory(png_structp png, png_bytep bytes, png_size_t count) {
+    struct png_sink *sink = png_get_io_ptr(png);
+    if (sink->failed) return;
+    if (sink->size + count > sink->capacity) {
+        size_t capacity = sink->capacity ? sink->capacity : 4096;
+        while (capacity < sink->size + count) capacity *= 2;
+        uint8_t *grown = realloc(sink->data, capacity);
+        if (!grown) {
+            sink->failed = 1;
+            return;
+        }
+        sink->data = grown;
+        sink->capacity = capacity;
+    }
+    memcpy(sink->data + sink->size, bytes, count);
+    sink->size += count;
+}
+
+static void png_flush_memory(png_structp png) { (void)png; }
+
+mila_encoded mila_encode_png(const uint8_t *rgb, int width, int height) {
+    mila_encoded result = {0};
+    if (width <= 0 || height <= 0) {
+        snprintf(result.error, sizeof result.error, "image size %dx%d is empty", width, height);
+        return result;
+    }
+    char png_message[160] = "unknown error";
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, png_message, png_fail, png_quiet);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!png || !info) {
+        snprintf(result.error, sizeof result.error, "libpng could not start");
+        png_destroy_write_struct(&png, &info);
+        return result;
+    }
+    struct png_sink sink = {0};
+    if (setjmp(png_jmpbuf(png))) {
+        snprintf(result.error, sizeof result.error, "PNG encoding failed: %s", png_message);
+        png_destroy_write_struct(&png, &info);
+        free(sink.data);
+        return result;
+    }
+    png_set_write_fn(png, &sink, png_write_memory, png_flush_memory);
+    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < height; ++y) png_write_row(png, (png_const_bytep)(rgb + (size_t)y * width * 3));
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    if (sink.failed) {
+        snprintf(result.error, sizeof result.error, "out of memory while encoding PNG");
+        free(sink.data);
+        return result;
+    }
+    result.bytes = sink.data;
+    result.size = sink.size;
+    return result;
+}
+
+void mila_encoded_free(mila_encoded *encoded) {
+    free(encoded->bytes);
+    encoded->bytes = NULL;
+    encoded->size = 0;
+}

@@ -1,6 +1,7 @@
 import Foundation
 import MilaCore
 import MilaModel
+import MilaModelZoo
 import MilaOpenCL
 import MilaReference
 import MilaWeights
@@ -20,14 +21,15 @@ public final class Engine {
     public let source: String
     private var graphs: [String: Graph] = [:]
 
-    /// Loads `model` (a file path) or, with no file, random weights for `arch`.
+    /// Loads `model` (a file path, or the name of an embedded model) or, with no model, random
+    /// weights for `arch`.
     public init(model: String?, arch: String?, stateDictKey: String? = nil, backend kind: BackendKind,
                 device: String? = nil, seed: UInt64 = 0) throws {
         if let model {
-            let file = try WeightFile.open(model, stateDictKey: stateDictKey)
+            let file = try Engine.openModel(model, stateDictKey: stateDictKey)
             config = try ModelConfig.resolve(for: file, arch: arch)
             weights = try WeightBinding.prepare(file: file, config: config)
-            source = model
+            source = file.path
         } else if let arch {
             config = try ModelConfig.preset(arch)
             weights = try WeightBinding.prepare(file: try RandomWeights.make(config, seed: seed), config: config)
@@ -41,6 +43,18 @@ public final class Engine {
         }
     }
 
+    /// `model` as a file path when such a file exists, else as the name of an embedded model
+    /// (`ModelZoo`: digits, digits-fg); the error names both possibilities.
+    public static func openModel(_ model: String, stateDictKey: String? = nil) throws -> WeightFile {
+        if !FileManager.default.fileExists(atPath: model), let data = ModelZoo.data(named: model) {
+            return try WeightFile.read(data, name: "embedded model \(model)", stateDictKey: stateDictKey)
+        }
+        guard FileManager.default.fileExists(atPath: model) else {
+            throw WeightFileError(file: model, "no such file, and no embedded model of that name (embedded: \(ModelZoo.names.joined(separator: ", ")))")
+        }
+        return try WeightFile.open(model, stateDictKey: stateDictKey)
+    }
+
     /// The graph for a (batch, height, width) input, cached.
     public func graph(batch: Int, height: Int, width: Int) throws -> Graph {
         let key = "\(batch)x\(height)x\(width)"
@@ -49,6 +63,13 @@ public final class Engine {
         try backend.checkSupport(g)
         graphs[key] = g
         return g
+    }
+
+    /// Drops the cached graphs and the backend's per-graph device memory (between the sizes of
+    /// a sweep, so they do not add up).
+    public func releaseGraphs() {
+        graphs = [:]
+        (backend as? CLBackend)?.releasePlans()
     }
 
     /// Runs an (N, 3, H, W) batch; returns the graph and the values of its outputs (and `keep`).

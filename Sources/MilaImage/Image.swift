@@ -76,3 +76,24 @@ public enum ImageDecoder {
         return RGBImage(width: ow, height: oh, pixels: out)
     }
 }
+
+public enum ImageEncoder {
+    /// The image as an 8-bit RGB PNG file's bytes.
+    public static func png(_ image: RGBImage) throws -> Data {
+        var encoded = image.pixels.withUnsafeBufferPointer { mila_encode_png($0.baseAddress, Int32(image.width), Int32(image.height)) }
+        defer { mila_encoded_free(&encoded) }
+        guard let bytes = encoded.bytes else {
+            let message = withUnsafeBytes(of: encoded.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            throw ImageError(file: "<png>", message: message)
+        }
+        return Data(bytes: bytes, count: encoded.size)
+    }
+
+    /// Writes the image as a PNG file at `path`.
+    public static func writePNG(_ image: RGBImage, to path: String) throws {
+        let data = try png(image)
+        do { try data.write(to: URL(fileURLWithPath: path)) } catch {
+            throw ImageError(file: path, message: "cannot write: \((error as NSError).localizedDescription)")
+        }
+    }
+}

@@ -12,7 +12,7 @@ public final class CLBackend: Backend {
     private var norms: [String: LayerNormWeights] = [:]
     private var gateScales: [String: CLBuffer] = [:]
     /// The forget-gated attention kernels: the three-phase vectorised ones with 32-token chunks
-    /// where the head dimension allows (4-5x the fused kernel on the 2-core VM, and the
+    /// where the head dimension allows (7-16x the fused kernel on the 2-core VM, and the
     /// decomposition GPUs want), else the fused per-head kernel with 16-token chunks
     /// (mila-kernel-bench --only fgla).
     public func forgetGateKernel(headDim: Int) -> ForgetGateKernel {
@@ -29,6 +29,11 @@ public final class CLBackend: Backend {
     }
 
     public func unsupportedNodes(in graph: Graph) -> [String] { [] }
+
+    /// Frees the arenas of every planned graph (they are made again on the next run).
+    public func releasePlans() {
+        plans = [:]
+    }
 
     /// The planned activation memory for `graph` (the arena, alignment included), in bytes.
     public func plannedBytes(_ graph: Graph) -> Int {
@@ -79,8 +84,10 @@ public final class CLBackend: Backend {
         }
         func value(_ id: Int) -> DeviceTensor { DeviceTensor(buffer: slots[plan.slotOfNode[id]], shape: graph.nodes[id].shape) }
         for node in graph.nodes {
+            context.launchTag = node.id
             try execute(node, input: input, value: value, output: value(node.id))
         }
+        context.launchTag = -1
         return try Dictionary(uniqueKeysWithValues: wanted.map { ($0, try context.download(value($0))) })
     }
 

@@ -36,7 +36,8 @@ public final class CLContext: @unchecked Sendable {
     private var kernels: [String: CLKernel] = [:]
     private let pool = BufferPool()
     private var launched: Set<String> = []
-    private var recordedEvents: [(name: String, event: CLEvent)]?
+    private var recordedEvents: [(name: String, tag: Int, event: CLEvent)]?
+    private var tag = -1
 
     /// Opens `device` (or the one `CLDiscovery.select` picks for `selector`).
     public convenience init(selector: String? = nil, variant: KernelVariant? = nil) throws {
@@ -337,7 +338,14 @@ public final class CLContext: @unchecked Sendable {
     }
 
     func recordEvents(_ event: CLEvent, name: String) {
-        recordedEvents?.append((name, event))
+        recordedEvents?.append((name, tag, event))
+    }
+
+    /// Stored with every launch `deviceTimes` / `taggedDeviceTimes` record (a backend sets the
+    /// id of the graph node it is executing).
+    public var launchTag: Int {
+        get { lock.lock(); defer { lock.unlock() }; return tag }
+        set { lock.lock(); defer { lock.unlock() }; tag = newValue }
     }
 
     /// Runs `body` (which enqueues work), waits for it, and returns the summed device time of
@@ -353,9 +361,23 @@ public final class CLContext: @unchecked Sendable {
         defer { recordedEvents = nil }
         try body()
         try CLError.check(clFinish(queue), "clFinish")
-        return try (recordedEvents ?? []).map { name, event in
+        return try (recordedEvents ?? []).map { name, _, event in
             let (start, end) = try event.profile()
             return (name, Double(end &- start) * 1e-9)
+        }
+    }
+
+    /// Like `deviceTimes`, with each command's `launchTag` and its start and end on the device
+    /// clock (nanoseconds), so callers can attribute time to graph nodes and see launch gaps.
+    public func taggedDeviceTimes(_ body: () throws -> Void) throws -> [(name: String, tag: Int, start: UInt64, end: UInt64)] {
+        lock.lock(); defer { lock.unlock() }
+        recordedEvents = []
+        defer { recordedEvents = nil }
+        try body()
+        try CLError.check(clFinish(queue), "clFinish")
+        return try (recordedEvents ?? []).map { name, tag, event in
+            let (start, end) = try event.profile()
+            return (name, tag, start, end)
         }
     }
 

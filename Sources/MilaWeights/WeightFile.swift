@@ -82,10 +82,16 @@ public final class WeightFile: TensorSource, @unchecked Sendable {
         } catch {
             throw WeightFileError(file: path, "cannot read: \((error as NSError).localizedDescription)")
         }
+        return try read(data, name: path, stateDictKey: stateDictKey)
+    }
+
+    /// Reads a weight file already in memory (an embedded model); `name` stands for the path in
+    /// errors and in `path`.
+    public static func read(_ data: Data, name: String, stateDictKey: String? = nil) throws -> WeightFile {
         if data.count >= 4, data.prefix(4) == Data([0x50, 0x4B, 0x03, 0x04]) {
-            return try PyTorchCheckpoint.read(path: path, data: data, stateDictKey: stateDictKey)
+            return try PyTorchCheckpoint.read(path: name, data: data, stateDictKey: stateDictKey)
         }
-        return try SafeTensors.read(path: path, data: data)
+        return try SafeTensors.read(path: name, data: data)
     }
 
     /// The tensor as float32 in row-major order; throws for a missing name.

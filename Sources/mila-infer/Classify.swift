@@ -4,6 +4,7 @@ import MilaCore
 import MilaEngine
 import MilaImage
 import MilaModel
+import MilaModelZoo
 import MilaWeights
 
 /// How images become network inputs: --resolution / --size / --no-crop over the model's defaults.
@@ -32,7 +33,10 @@ struct InputOptions: ParsableArguments {
 struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Classify images (JPEG or PNG) and print the top classes.",
-        discussion: "A file that cannot be read is reported with its name and skipped; the exit status is then 1.")
+        discussion: """
+            Without --model (and without --arch) the embedded digit classifier `digits` runs. A file that cannot be \
+            read is reported with its name and skipped; the exit status is then 1.
+            """)
 
     @Argument(help: "Image files.")
     var images: [String]
@@ -51,11 +55,10 @@ struct Classify: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            guard options.model != nil else {
-                throw ValidationError("classify needs --model PATH (an MLLA checkpoint or safetensors file)")
-            }
             guard top >= 1 else { throw ValidationError("--top must be at least 1") }
-            let engine = try Engine(model: options.model, arch: options.arch, stateDictKey: options.stateDict,
+            // No model and no architecture: the embedded digit classifier.
+            let model = options.model ?? (options.arch == nil ? ModelZoo.defaultName : nil)
+            let engine = try Engine(model: model, arch: options.arch, stateDictKey: options.stateDict,
                                     backend: try options.backendKind(), device: options.device)
             guard !engine.config.backbone else {
                 throw ValidationError("\(engine.source) is a backbone without a classification head; use run --features")

@@ -15,7 +15,7 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            guard options.model != nil else { throw ValidationError("eval needs --model PATH") }
+            guard options.model != nil else { throw ValidationError("eval needs --model PATH or NAME (e.g. --model digits)") }
             let files = FileManager.default
             let classes = try files.contentsOfDirectory(atPath: folder).filter {
                 var isDirectory: ObjCBool = false

@@ -14,7 +14,7 @@ struct MilaInfer: ParsableCommand {
             MILA_KERNEL_DIR loads Kernels/*.cl from a folder instead of the embedded copies; \
             MILA_CACHE_DIR moves the program cache (MILA_KERNEL_CACHE=0 turns it off).
             """,
-        subcommands: [Classify.self, Run.self, Check.self, Eval.self, Devices.self],
+        subcommands: [Classify.self, Run.self, Check.self, Eval.self, Bench.self, Models.self, Devices.self],
         defaultSubcommand: Classify.self)
 }
 
@@ -38,7 +38,7 @@ func note(_ text: String) {
 
 /// The options every command that loads a model shares.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .long, help: "Model file: safetensors or a PyTorch checkpoint (.pth).")
+    @Option(name: .long, help: "Model file (safetensors or a PyTorch checkpoint), or the name of an embedded model (see `mila-infer models`).")
     var model: String?
 
     @Option(name: .long, help: "Architecture preset (mlla_t, mlla_s, mlla_b) when the file does not say; alone, runs random weights.")

@@ -81,7 +81,10 @@ class LinearAttention(nn.Module):
 
 
 class ForgetGateAttention(nn.Module):
-    """../../../shared/spec/mila-fg.md, as the quadratic masked form in float64 (exact, O(L^2))."""
+    """../../../shared/spec/mila-fg.md, as the quadratic masked form in float64 (exact, O(L^2)).
+    Training may set `compute_dtype = torch.float32` on the class for speed."""
+
+    compute_dtype = torch.float64
 
     def __init__(self, dim, heads, bidirectional=True, normalize=True):
         super().__init__()
@@ -95,10 +98,11 @@ class ForgetGateAttention(nn.Module):
         b, n, c = x.shape
         d = c // self.heads
         q, k = self.qk(x).chunk(2, dim=-1)
-        q = (F.elu(q) + 1.0).reshape(b, n, self.heads, d).transpose(1, 2).double()
-        k = (F.elu(k) + 1.0).reshape(b, n, self.heads, d).transpose(1, 2).double()
-        v = x.reshape(b, n, self.heads, d).transpose(1, 2).double()
-        loga = (-torch.exp(self.A_log) * F.softplus(self.gate(x))).transpose(1, 2).double()  # (b, heads, n)
+        dt = self.compute_dtype
+        q = (F.elu(q) + 1.0).reshape(b, n, self.heads, d).transpose(1, 2).to(dt)
+        k = (F.elu(k) + 1.0).reshape(b, n, self.heads, d).transpose(1, 2).to(dt)
+        v = x.reshape(b, n, self.heads, d).transpose(1, 2).to(dt)
+        loga = (-torch.exp(self.A_log) * F.softplus(self.gate(x))).transpose(1, 2).to(dt)  # (b, heads, n)
         cum = torch.cumsum(loga, dim=-1)
         diff = cum[..., :, None] - cum[..., None, :]  # sum_{t=j+1..i} log a for j <= i
         if self.bidirectional:

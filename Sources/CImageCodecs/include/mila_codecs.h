@@ -1,4 +1,4 @@
-// JPEG and PNG decoding to 8-bit RGB through libjpeg(-turbo) and libpng. libjpeg and libpng
+// JPEG and PNG decoding to 8-bit RGB through libjpeg(-turbo) and libpng, and PNG encoding. libjpeg and libpng
 // report errors with longjmp, which must not cross Swift frames, so the setjmp handlers live
 // here and errors come back as a message.
 #ifndef MILA_CODECS_H
@@ -21,5 +21,15 @@ mila_image mila_decode_jpeg(const uint8_t *data, size_t size);
 // keep their high byte and alpha is dropped, as PIL's convert("RGB") does.
 mila_image mila_decode_png(const uint8_t *data, size_t size);
 void mila_image_free(mila_image *image);
+
+typedef struct {
+    uint8_t *bytes;      // the encoded file; free with mila_encoded_free
+    size_t size;
+    char error[200];     // set when bytes is NULL
+} mila_encoded;
+
+// Encodes width * height * 3 bytes of RGB as an 8-bit RGB PNG in memory.
+mila_encoded mila_encode_png(const uint8_t *rgb, int width, int height);
+void mila_encoded_free(mila_encoded *encoded);
 
 #endif

@@ -1,0 +1,136 @@
+import Foundation
+import MilaCore
+import MilaEngine
+import MilaImage
+import MilaModelZoo
+import Testing
+
+/// The held-out digits of the embedded models (written by Tests/PyTorchReference/train_digits.py):
+/// scikit-learn digits with index % 5 == 0, their labels, and the PyTorch model's predictions.
+struct HeldOutDigits: Decodable {
+    let indices: [Int]
+    let pixels: [[Int]]   // 8x8 values 0..16 per digit
+    let labels: [Int]
+    let pytorch: [String: [Int]]
+    let pytorch_top1: [String: Double]
+
+    static let shared: HeldOutDigits = {
+        let path = CLI.fixture("MilaModelTests/Fixtures/digits/heldout.json")
+        let data = try! Data(contentsOf: URL(fileURLWithPath: path))
+        return try! JSONDecoder().decode(HeldOutDigits.self, from: data)
+    }()
+
+    /// The rendering: gray = round(255 - v * 255 / 16), each pixel repeated 8x8, RGB.
+    static func render(_ values: [Int]) -> RGBImage {
+        var pixels = [UInt8](repeating: 0, count: 64 * 64 * 3)
+        for y in 0..<64 {
+            for x in 0..<64 {
+                let v = Double(values[(y / 8) * 8 + x / 8])
+                let gray = UInt8((255 - v * 255 / 16).rounded(.toNearestOrAwayFromZero))
+                for c in 0..<3 { pixels[(y * 64 + x) * 3 + c] = gray }
+            }
+        }
+        return RGBImage(width: 64, height: 64, pixels: pixels)
+    }
+}
+
+/// Top-1 and agreement with PyTorch of an embedded model run by the engine (OpenCL backend) on
+/// the held-out digits, through the same preprocessing as `classify`; cached per model.
+enum DigitsAccuracy {
+    nonisolated(unsafe) private static var cache: [String: (top1: Double, agreement: Double)] = [:]
+    private static let lock = NSLock()
+
+    static func measure(_ model: String) throws -> (top1: Double, agreement: Double) {
+        lock.lock(); defer { lock.unlock() }
+        if let cached = cache[model] { return cached }
+        let digits = HeldOutDigits.shared
+        let engine = try Engine(model: model, arch: nil, backend: .opencl)
+        let c = engine.config
+        let preprocess = Preprocess(height: c.imageSize[0], width: c.imageSize[1], cropFraction: c.cropFraction, mean: c.mean, std: c.std)
+        var predictions: [Int] = []
+        let batch = 40
+        for start in stride(from: 0, to: digits.pixels.count, by: batch) {
+            let rows = Array(digits.pixels[start..<min(start + batch, digits.pixels.count)])
+            var data: [Float] = []
+            for values in rows { data += try preprocess.tensor(HeldOutDigits.render(values)).data }
+            let (graph, outputs) = try engine.run(nchw: try Tensor(shape: [rows.count, 3, c.imageSize[0], c.imageSize[1]], data: data))
+            let logits = outputs[graph.outputs["logits"]!]!
+            for r in 0..<rows.count {
+                let row = logits.data[(r * c.numClasses)..<((r + 1) * c.numClasses)]
+                predictions.append(row.indices.max { row[$0] < row[$1] }! - r * c.numClasses)
+            }
+        }
+        let reference = digits.pytorch[model]!
+        let n = Double(digits.labels.count)
+        let result = (top1: Double(zip(predictions, digits.labels).filter { $0 == $1 }.count) / n,
+                      agreement: Double(zip(predictions, reference).filter { $0 == $1 }.count) / n)
+        cache[model] = result
+        return result
+    }
+}
+
+@Suite("embedded digit models", .serialized) struct DigitsTests {
+    @Test func fixtureIsTheHeldOutSplit() {
+        let digits = HeldOutDigits.shared
+        #expect(digits.indices == Array(stride(from: 0, to: 1797, by: 5)))
+        #expect(digits.pixels.count == 360 && digits.pixels.allSatisfy { $0.count == 64 && $0.allSatisfy { (0...16).contains($0) } })
+        #expect(Set(digits.labels) == Set(0..<10))
+    }
+
+    /// The bar: >= 98.5% top-1 on the 360 held-out digits, and the same prediction as the
+    /// PyTorch model (same F16 weights) on >= 99.5% of them.
+    @Test(arguments: ["digits", "digits-fg"])
+    func engineMatchesPyTorchOnHeldOutDigits(_ model: String) throws {
+        let (top1, agreement) = try DigitsAccuracy.measure(model)
+        #expect(top1 >= 0.985, "\(model): held-out top-1 \(top1)")
+        #expect(agreement >= 0.995, "\(model): agreement with PyTorch \(agreement)")
+        // The accuracy the model file advertises (mila.about) is the PyTorch one of the fixture.
+        let file = try Engine.openModel(model)
+        let about = try JSONSerialization.jsonObject(with: Data(file.metadata["mila.about"]!.utf8)) as! [String: Any]
+        #expect(abs((about["heldout_top1"] as! Double) - HeldOutDigits.shared.pytorch_top1[model]!) < 1e-4)
+    }
+
+    /// `mila-infer eval` over an ImageFolder of the held-out digits (lossless PNG) prints the
+    /// top-1 the engine reaches on them in process.
+    @Test(arguments: ["digits", "digits-fg"])
+    func evalPrintsTheSameAccuracy(_ model: String) throws {
+        let digits = HeldOutDigits.shared
+        let folder = try CLI.temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        for (i, values) in digits.pixels.enumerated() {
+            let classFolder = folder.appendingPathComponent("\(digits.labels[i])")
+            try FileManager.default.createDirectory(at: classFolder, withIntermediateDirectories: true)
+            try ImageEncoder.writePNG(HeldOutDigits.render(values), to: classFolder.appendingPathComponent("\(digits.indices[i]).png").path)
+        }
+        let result = try CLI.run(["eval", folder.path, "--model", model])
+        #expect(result.status == 0, "\(result.err)")
+        let expected = String(format: "top-1 %.2f%%", 100 * (try DigitsAccuracy.measure(model)).top1)
+        #expect(result.out.contains(expected), "eval printed \(result.out), expected \(expected)")
+        #expect(result.out.contains("(360 images, 10 classes)"))
+    }
+
+    @Test func classifyDefaultsToTheEmbeddedDigitModel() throws {
+        for (file, digit) in [("digit-3.png", "3"), ("digit-7.jpg", "7"), ("digit-0.png", "0"), ("digit-4.jpg", "4")] {
+            let result = try CLI.run(["classify", CLI.root.appendingPathComponent("Examples/\(file)").path, "--top", "1", "--json"])
+            #expect(result.status == 0, "\(result.err)")
+            let object = try JSONSerialization.jsonObject(with: Data(result.out.utf8)) as! [String: Any]
+            let top = (object["top"] as! [[String: Any]])[0]
+            #expect(top["label"] as? String == digit, "\(file): \(result.out)")
+        }
+        // The default command is classify; --model NAME picks the other embedded model.
+        let fg = try CLI.run([CLI.root.appendingPathComponent("Examples/digit-9.png").path, "--model", "digits-fg", "--top", "1"])
+        #expect(fg.status == 0 && fg.out.contains("9 (9)"), "\(fg.out)\(fg.err)")
+    }
+
+    @Test func modelsListsTheEmbeddedModels() throws {
+        let result = try CLI.run(["models"])
+        #expect(result.status == 0)
+        for name in ModelZoo.names {
+            let accuracy = String(format: "held-out top-1 %.2f%%", 100 * HeldOutDigits.shared.pytorch_top1[name]!)
+            #expect(result.out.contains(name) && result.out.contains(accuracy), "\(result.out)")
+        }
+        #expect(result.out.contains("attention forget_gate bidirectional"))
+        let missing = try CLI.run([CLI.root.appendingPathComponent("Examples/digit-3.png").path, "--model", "no-such-model"])
+        #expect(missing.status == 1 && missing.err.contains("no such file, and no embedded model of that name"), "\(missing.err)")
+    }
+}
