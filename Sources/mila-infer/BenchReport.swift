@@ -77,6 +77,7 @@ let buildConfiguration = "release"
 struct ForwardProfile {
     var byKind: [(name: String, seconds: Double, launches: Int)]
     var byStage: [(name: String, seconds: Double)]
+    var byKernel: [(name: String, seconds: Double, launches: Int)]
     var kernelSeconds: Double
     var deviceSpanSeconds: Double
     var wallSeconds: Double
@@ -86,7 +87,7 @@ struct ForwardProfile {
         let start = DispatchTime.now().uptimeNanoseconds
         let events = try backend.context.taggedDeviceTimes { _ = try engine.run(nchw: input) }
         let wall = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
-        var kinds: [String: (Double, Int)] = [:], stages: [String: Double] = [:]
+        var kinds: [String: (Double, Int)] = [:], kernels: [String: (Double, Int)] = [:], stages: [String: Double] = [:]
         var total = 0.0
         for e in events {
             let seconds = Double(e.end &- e.start) * 1e-9
@@ -95,11 +96,14 @@ struct ForwardProfile {
             let kind = node.map { kindName($0) } ?? e.name
             kinds[kind, default: (0, 0)].0 += seconds
             kinds[kind, default: (0, 0)].1 += 1
+            kernels[e.name, default: (0, 0)].0 += seconds
+            kernels[e.name, default: (0, 0)].1 += 1
             stages[node.map { stageName($0.name) } ?? "other", default: 0] += seconds
         }
         let span = events.isEmpty ? 0 : Double(events.map(\.end).max()! &- events.map(\.start).min()!) * 1e-9
         return ForwardProfile(byKind: kinds.map { ($0.key, $0.value.0, $0.value.1) }.sorted { $0.seconds > $1.seconds },
                               byStage: stages.map { ($0.key, $0.value) }.sorted { stageOrder($0.name) < stageOrder($1.name) },
+                              byKernel: kernels.map { ($0.key, $0.value.0, $0.value.1) }.sorted { $0.seconds > $1.seconds },
                               kernelSeconds: total, deviceSpanSeconds: span, wallSeconds: wall)
     }
 
@@ -137,6 +141,11 @@ struct ForwardProfile {
             out += "  " + column(k.name, 28) + column(String(format: "%.2f", k.seconds * 1e3), 10, right: true)
                 + column(String(format: "%.1f%%", 100 * k.seconds / kernelSeconds), 8, right: true) + column("\(k.launches)", 10, right: true) + "\n"
         }
+        out += "  " + column("kernel", 28) + column("ms", 10, right: true) + column("share", 8, right: true) + column("launches", 10, right: true) + "\n"
+        for k in byKernel {
+            out += "  " + column(k.name, 28) + column(String(format: "%.2f", k.seconds * 1e3), 10, right: true)
+                + column(String(format: "%.1f%%", 100 * k.seconds / kernelSeconds), 8, right: true) + column("\(k.launches)", 10, right: true) + "\n"
+        }
         out += "  " + column("stage", 28) + column("ms", 10, right: true) + column("share", 8, right: true) + "\n"
         for s in byStage {
             out += "  " + column(s.name, 28) + column(String(format: "%.2f", s.seconds * 1e3), 10, right: true)
@@ -149,6 +158,7 @@ struct ForwardProfile {
         ["wall_ms": wallSeconds * 1e3, "kernel_ms": kernelSeconds * 1e3, "device_span_ms": deviceSpanSeconds * 1e3,
          "outside_kernels_ms": (wallSeconds - kernelSeconds) * 1e3,
          "by_kind": byKind.map { ["kind": $0.name, "ms": $0.seconds * 1e3, "launches": $0.launches] as [String: Any] },
+         "by_kernel": byKernel.map { ["kernel": $0.name, "ms": $0.seconds * 1e3, "launches": $0.launches] as [String: Any] },
          "by_stage": byStage.map { ["stage": $0.name, "ms": $0.seconds * 1e3] as [String: Any] }]
     }
 }
