@@ -356,15 +356,7 @@ public final class CLContext: @unchecked Sendable {
 
     /// Like `deviceTime`, per command in launch order: (kernel name, seconds on the device).
     public func deviceTimes(_ body: () throws -> Void) throws -> [(name: String, seconds: Double)] {
-        lock.lock(); defer { lock.unlock() }
-        recordedEvents = []
-        defer { recordedEvents = nil }
-        try body()
-        try CLError.check(clFinish(queue), "clFinish")
-        return try (recordedEvents ?? []).map { name, _, event in
-            let (start, end) = try event.profile()
-            return (name, Double(end &- start) * 1e-9)
-        }
+        try taggedDeviceTimes(body).map { ($0.name, Double($0.end &- $0.start) * 1e-9) }
     }
 
     /// Like `deviceTimes`, with each command's `launchTag` and its start and end on the device

@@ -22,7 +22,7 @@ extension CLContext {
 
     /// out[b][e] = scale * sum over chunks of partial[b][chunk][e] (Kahan).
     func reduceChunks(_ partial: CLBuffer, elements: Int, chunks: Int, batch: Int, scale: Float, into out: CLBuffer) throws {
-        try launch(try kernel(.reduce, "reduce_chunks"), global: [elements, batch],
+        try launch(try kernel(.reduce, "reduce_chunks"), global: [ceilDiv(elements, 16), batch],  // 16 per work-item
                    arguments: [.int(Int32(elements)), .int(Int32(chunks)), .float(scale), .buffer(partial), .buffer(out)])
     }
 }
