@@ -89,7 +89,7 @@ extension CLContext {
                    arguments: [.int(Int32(l)), .int(Int32(c)), .buffer(qk.buffer), .buffer(v.buffer), .buffer(gate.buffer),
                                .buffer(scale), .buffer(forward), .buffer(backward), .buffer(decay), .buffer(kfeat), .buffer(factors)])
         try launch(try kernel(.forgetGateAttention, "fgla_state_scan", defines: defines),
-                   global: [ceilDiv(c * (d + 1), 16 * 8), batch, bidirectional ? 2 : 1],  // FG_SCAN_VECS = 8
+                   global: [ceilDiv(c * (d + 1), 16 * 8), batch, bidirectional ? 2 : 1], local: [1, 1, 1],  // FG_SCAN_VECS = 8
                    arguments: [.int(Int32(c)), .int(Int32(chunks)), .buffer(forward), .buffer(backward), .buffer(decay)])
         let y = try output ?? empty([batch, l, c])
         // FG_TB = 4 tokens per work-item; work-groups of 8 (PoCL's own choice of a large group
