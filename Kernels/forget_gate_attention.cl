@@ -255,7 +255,8 @@ void fgla_recurrent(const int L, const int C, __global const float* qk, __global
 //                       to its k channels and writes them (kfeat, (B, L, C)) for the output phase;
 //                       the first block of each head writes the chunk decay exp(sum of gates) and the
 //                       factors a = exp(log a) of the output phase's running products.
-//                       States: (B, chunks, C, d + 1) per direction.
+//                       States per direction: (B, chunks, C (d + 1)), each chunk's block the
+//                       C x d matrix then the C normaliser sums.
 //   fgla_state_scan     global (C * (d + 1) / (16 FG_SCAN_VECS), B, directions): 16 FG_SCAN_VECS
 //                       consecutive state elements per work-item, sequential over chunks; replaces U_c by the
 //                       state entering chunk c: forward H_c (from the left), backward E_c (from the
@@ -354,17 +355,30 @@ __kernel void fgla_chunk_state(const int L, const int C, __global const float* q
         ksumB[r] = 0.0f;
 #endif
     }
-    // k features of the chunk, transposed: kT (B, chunks, C, FG_CHUNK16), zero past the end.
-    __global float* kt = kfeat + (((size_t)b * chunks + chunk) * C + c0) * FG_CHUNK16;
-    for (int i = n; i < FG_CHUNK16; ++i)
+    // k features of the chunk, transposed (kk[r][i]: channel c0 + r, token i): gathered raw,
+    // then ELU + 1 sixteen tokens at a time (a float4 ELU per token cost half of this kernel's
+    // time), zero past the end, and written as kT (B, chunks, C, FG_CHUNK16) for the output phase.
+    float kk[FG_ROWS][FG_CHUNK16];
+    for (int i = 0; i < n; ++i) {
+        float raw[FG_ROWS];
+        FG_VSTORE(FG_VLOAD(0, qk + ((size_t)b * L + t0 + i) * 2 * C + C + c0), 0, raw);
         #pragma unroll
-        for (int r = 0; r < FG_ROWS; ++r) kt[(size_t)r * FG_CHUNK16 + i] = 0.0f;
+        for (int r = 0; r < FG_ROWS; ++r) kk[r][i] = raw[r];
+    }
+    __global float* kt = kfeat + (((size_t)b * chunks + chunk) * C + c0) * FG_CHUNK16;
+    #pragma unroll
+    for (int r = 0; r < FG_ROWS; ++r) {
+        #pragma unroll
+        for (int j = 0; j < FG_CHUNK16 / 16; ++j) vstore16(mila_elu1_float16(vload16(j, kk[r])), j, kk[r]);
+        for (int i = n; i < FG_CHUNK16; ++i) kk[r][i] = 0.0f;
+        #pragma unroll
+        for (int j = 0; j < FG_CHUNK16 / 16; ++j) vstore16(vload16(j, kk[r]), j, kt + (size_t)r * FG_CHUNK16);
+    }
     for (int i = 0; i < n; ++i) {
         const size_t row = (size_t)b * L + t0 + i;
         float k[FG_ROWS];
-        FG_VSTORE(FG_ELU1(FG_VLOAD(0, qk + row * 2 * C + C + c0)), 0, k);
         #pragma unroll
-        for (int r = 0; r < FG_ROWS; ++r) kt[(size_t)r * FG_CHUNK16 + i] = k[r];
+        for (int r = 0; r < FG_ROWS; ++r) k[r] = kk[r][i];
         const float w = wf[i];
 #if FG_BIDIR
         const float w2 = wb[i];
@@ -389,25 +403,27 @@ __kernel void fgla_chunk_state(const int L, const int C, __global const float* q
 #endif
         }
     }
-    const size_t base = ((size_t)b * chunks + chunk) * C + c0;
+    // Per chunk: the C x d matrix (rows = channels), then the C normaliser sums.
+    const size_t base = ((size_t)b * chunks + chunk) * C * (DHEAD + 1);
     #pragma unroll
     for (int r = 0; r < FG_ROWS; ++r) {
         #pragma unroll
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(accF[r][g2], 0, forward + (base + r) * (DHEAD + 1) + g2 * 16);
-        forward[(base + r) * (DHEAD + 1) + DHEAD] = ksumF[r];
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(accF[r][g2], 0, forward + base + (size_t)(c0 + r) * DHEAD + g2 * 16);
+        forward[base + (size_t)C * DHEAD + c0 + r] = ksumF[r];
 #if FG_BIDIR
         #pragma unroll
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(accB[r][g2], 0, backward + (base + r) * (DHEAD + 1) + g2 * 16);
-        backward[(base + r) * (DHEAD + 1) + DHEAD] = ksumB[r];
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(accB[r][g2], 0, backward + base + (size_t)(c0 + r) * DHEAD + g2 * 16);
+        backward[base + (size_t)C * DHEAD + c0 + r] = ksumB[r];
 #endif
     }
 }
 
 // In place: U_c -> the state entering chunk c, FG_SCAN_VECS x 16 consecutive elements per
 // work-item, chunk by chunk (fewer, longer strides than one vector per work-item: the walk over
-// chunks jumps C (d + 1) floats, a new page each step). 16 elements span at most two heads (a
-// head's state has d (d + 1) >= 272 elements), so each lane picks its head's chunk decay.
-// Direction = global id 2 (0 forward, 1 backward).
+// chunks jumps C (d + 1) floats, a new page each step). A chunk's block is the C x d matrix then
+// the C sums, so a 16-element vector lies in one head (d and d d are multiples of 16).
+// Direction = global id 2 (0 forward, 1 backward). Launch with one work-item per work-group so
+// the few long walks spread over the compute units.
 #ifndef FG_SCAN_VECS
 #define FG_SCAN_VECS 8
 #endif
@@ -419,16 +435,12 @@ __kernel void fgla_state_scan(const int C, const int chunks, __global float* for
     if (first >= size) return;
     const int nv = min(FG_SCAN_VECS, (size - first) / 16);  // size is a multiple of 16
     __global float* states = isBackward ? backward : forward;
-    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    int hA[FG_SCAN_VECS], hB[FG_SCAN_VECS];
-    int16 inB[FG_SCAN_VECS];
+    int head[FG_SCAN_VECS];
     float16 state[FG_SCAN_VECS];
     #pragma unroll
     for (int k = 0; k < FG_SCAN_VECS; ++k) {
         const int e0 = first + min(k, nv - 1) * 16;
-        hA[k] = e0 / (DHEAD * (DHEAD + 1));
-        hB[k] = (e0 + 15) / (DHEAD * (DHEAD + 1));
-        inB[k] = (int16)(e0) + lane >= (int16)(hB[k] * DHEAD * (DHEAD + 1));
+        head[k] = e0 < C * DHEAD ? e0 / (DHEAD * DHEAD) : (e0 - C * DHEAD) / DHEAD;
         state[k] = (float16)(0.0f);
     }
     for (int i = 0; i < chunks; ++i) {
@@ -438,7 +450,7 @@ __kernel void fgla_state_scan(const int C, const int chunks, __global float* for
         for (int k = 0; k < nv; ++k) {
             const float16 contribution = vload16(k, u);
             vstore16(state[k], k, u);  // the state entering chunk c
-            const float16 next = fma(select((float16)(dc[hA[k]]), (float16)(dc[hB[k]]), inB[k]), state[k], contribution);
+            const float16 next = fma((float16)(dc[head[k]]), state[k], contribution);
             state[k] = select(next, (float16)(0.0f), fabs(next) < (float16)(FG_TINY));  // no subnormals (fg_decay)
         }
     }
@@ -567,27 +579,30 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
     }
     // Inter-chunk: exp(P) q H_c (and exp(X) q E_c).
     for (int pass = 0; pass < (FG_BIDIR ? 2 : 1); ++pass) {
-        __global const float* state = (pass == 0 ? forward : backwardStates)
-            + (((size_t)b * chunks + chunk) * C + h * DHEAD) * (DHEAD + 1);
+        __global const float* block = (pass == 0 ? forward : backwardStates) + ((size_t)b * chunks + chunk) * C * (DHEAD + 1);
+        __global const float* state = block + (size_t)h * DHEAD * DHEAD;  // d x d, rows = k channels
+        __global const float* sums = block + (size_t)C * DHEAD + h * DHEAD;  // the normaliser's d sums
         float16 acc[FG_TB][FG_GROUPS];
         float accDen[FG_TB];
         #pragma unroll
         for (int tb = 0; tb < FG_TB; ++tb) {
-            #pragma unroll
-            for (int g2 = 0; g2 < FG_GROUPS; ++g2) acc[tb][g2] = (float16)(0.0f);
-            accDen[tb] = 0.0f;
-        }
-        for (int r = 0; r < DHEAD; ++r) {
-            __global const float* srow = state + r * (DHEAD + 1);
+            float16 dot = (float16)(0.0f);
             #pragma unroll
             for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
-                const float16 sv = vload16(g2, srow);
+                acc[tb][g2] = (float16)(0.0f);
+                dot = fma(vload16(g2, q[tb]), vload16(g2, sums), dot);
+            }
+            const float8 d8 = dot.lo + dot.hi;
+            const float4 d4 = d8.lo + d8.hi;
+            accDen[tb] = (d4.x + d4.y) + (d4.z + d4.w);
+        }
+        for (int r = 0; r < DHEAD; ++r) {
+            #pragma unroll
+            for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
+                const float16 sv = vload16(g2, state + r * DHEAD);
                 #pragma unroll
                 for (int tb = 0; tb < FG_TB; ++tb) acc[tb][g2] = fma((float16)(q[tb][r]), sv, acc[tb][g2]);
             }
-            const float sd = srow[DHEAD];
-            #pragma unroll
-            for (int tb = 0; tb < FG_TB; ++tb) accDen[tb] = fma(q[tb][r], sd, accDen[tb]);
         }
         #pragma unroll
         for (int tb = 0; tb < FG_TB; ++tb) {
