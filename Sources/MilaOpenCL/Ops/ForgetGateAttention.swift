@@ -85,7 +85,10 @@ extension CLContext {
             for b in [kfeat, decay, factors, forward] { recycle(b) }
             if bidirectional { recycle(backward) }
         }
+        // One chunk's row blocks per work-group: PoCL's own choice (thousands of work-items) ran
+        // out of stack with the kernel's private arrays at L = 16384.
         try launch(try kernel(.forgetGateAttention, "fgla_chunk_state", defines: defines), global: [c / rows, chunks, batch],
+                   local: [c / rows, 1, 1],
                    arguments: [.int(Int32(l)), .int(Int32(c)), .buffer(qk.buffer), .buffer(v.buffer), .buffer(gate.buffer),
                                .buffer(scale), .buffer(forward), .buffer(backward), .buffer(decay), .buffer(kfeat), .buffer(factors)])
         try launch(try kernel(.forgetGateAttention, "fgla_state_scan", defines: defines),
