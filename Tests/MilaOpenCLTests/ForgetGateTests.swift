@@ -115,6 +115,16 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
                             kernel: .chunked(chunk: 64), bidirectional: true, normalize: true, pattern: .adversarial)
     }
 
+    /// The engine's kernels at a long sequence with many heads (1024 px stage-1 length, 8 heads).
+    /// The benchmark once crashed at this shape while PoCL chose the work-group sizes (stack
+    /// overflow; fixed by explicit local sizes); this test did not reproduce that crash, it
+    /// checks the numbers at a size the other cases do not reach.
+    @Test("phased kernels at L = 16384, 8 heads (work-group sizes)")
+    func phasedLongManyHeads() throws {
+        try checkForgetGate(try TestDevice.context(), ForgetGateCase(tokens: 16384, chunk: 32, channels: 256, heads: 8),
+                            kernel: .phased(chunk: 32), bidirectional: false, normalize: true, pattern: .strong)
+    }
+
     @Test func rejectsBadShapes() throws {
         let context = try TestDevice.context()
         let qk = try context.upload(try Tensor(zeros: [1, 4, 16])), v = try context.upload(try Tensor(zeros: [1, 4, 8]))
