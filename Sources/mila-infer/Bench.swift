@@ -165,9 +165,8 @@ struct Bench: ParsableCommand {
         } else {
             planned = MemoryPlan(graph).plannedBytes
         }
-        var generator = SplitMix(seed: seed &+ UInt64(size.height * 7919 + size.width))
-        let count = batch * 3 * size.height * size.width
-        let input = try Tensor(shape: [batch, 3, size.height, size.width], data: (0..<count).map { _ in generator.nextFloat() * 4 - 2 })
+        let input = try Tensor(randomUniform: [batch, 3, size.height, size.width], in: -2...2,
+                               seed: seed &+ UInt64(size.height * 7919 + size.width))
         var logits: Tensor?
         for i in 0..<warmup {
             logits = try forward(engine, input)
@@ -215,18 +214,4 @@ struct Measured {
     let logits: Tensor
     /// The reference backend's planned activations plus its weights (for its row).
     let referenceBytes: Int
-}
-
-/// Deterministic inputs without Foundation's random number generator.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextFloat() -> Float { Float(next() >> 40) / Float(1 << 24) }
 }
