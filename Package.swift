@@ -61,7 +61,7 @@ let package = Package(
 
         .testTarget(name: "MilaCoreTests", dependencies: ["MilaCore"]),
         .testTarget(name: "MilaReferenceTests", dependencies: ["MilaCore", "MilaReference"]),
-        .testTarget(name: "MilaWeightsTests", dependencies: ["MilaCore", "MilaWeights"]),
+        .testTarget(name: "MilaWeightsTests", dependencies: ["MilaCore", "MilaWeights"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CLITests", dependencies: ["mila-infer", "MilaCore", "MilaWeights", "MilaEngine", "MilaImage", "MilaModelZoo"]),
         .testTarget(name: "MilaImageTests", dependencies: ["MilaCore", "MilaImage", "MilaWeights"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MilaModelTests", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL"],

@@ -5,31 +5,40 @@ import MilaCore
 public enum NPY {
     public static func read(_ path: String) throws -> Tensor {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
             throw WeightFileError(file: path, "cannot read: \((error as NSError).localizedDescription)")
         }
-        return try data.withUnsafeBytes { raw -> Tensor in
+        return try read(data, name: path)
+    }
+
+    /// Reads `.npy` bytes already in memory; `name` stands for the file in errors.
+    public static func read(_ data: Data, name path: String) throws -> Tensor {
+        try data.withUnsafeBytes { raw -> Tensor in
             guard raw.count >= 10, Array(raw[0..<6]) == [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59] else {
                 throw WeightFileError(file: path, "not a .npy file (bad magic)")
             }
             let major = raw[6]
             guard (1...3).contains(major) else { throw WeightFileError(file: path, ".npy version \(major) is not supported") }
-            let headerLength = major == 1 ? Int(Bytes.uint16(raw, 8)) : (raw.count >= 12 ? Int(Bytes.uint32(raw, 8)) : Int.max)
+            guard major == 1 || raw.count >= 12 else { throw WeightFileError(file: path, ".npy header runs past the end") }
+            let headerLength = major == 1 ? Int(Bytes.uint16(raw, 8)) : Int(Bytes.uint32(raw, 8))
             let start = major == 1 ? 10 : 12
-            guard start + headerLength <= raw.count else { throw WeightFileError(file: path, ".npy header runs past the end") }
+            guard headerLength <= raw.count - start else { throw WeightFileError(file: path, ".npy header runs past the end") }
             let header = String(decoding: raw[start..<(start + headerLength)], as: UTF8.self)
             guard header.contains("'descr': '<f4'") || header.contains("'descr': '|f4'") else {
-                throw WeightFileError(file: path, ".npy dtype must be little-endian float32 ('<f4'); header: \(header.trimmingCharacters(in: .whitespacesAndNewlines))")
+                throw WeightFileError(file: path, ".npy dtype must be little-endian float32 ('<f4'); header: \(header.prefix(200).trimmingCharacters(in: .whitespacesAndNewlines))")
             }
             guard header.contains("'fortran_order': False") else { throw WeightFileError(file: path, ".npy must be C order") }
             guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
                 throw WeightFileError(file: path, ".npy header has no shape")
             }
-            let shape = header[open.upperBound..<close].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            let count = shape.reduce(1, *)
+            let fields = header[open.upperBound..<close].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            let shape = fields.compactMap { Int($0) }
+            guard shape.count == fields.count, shape.allSatisfy({ $0 >= 0 }) else {
+                throw WeightFileError(file: path, ".npy shape (\(header[open.upperBound..<close].prefix(80))) is not a tuple of non-negative integers")
+            }
             let dataStart = start + headerLength
-            guard raw.count - dataStart == count * 4 else {
-                throw WeightFileError(file: path, ".npy holds \(raw.count - dataStart) data bytes, shape \(shape) needs \(count * 4)")
+            guard let count = Checked.product(shape), let bytes = Checked.multiply(count, 4), raw.count - dataStart == bytes else {
+                throw WeightFileError(file: path, ".npy holds \(raw.count - dataStart) data bytes, which shape \(shape) of float32 does not fit")
             }
             let values = Bytes.floats(raw, offset: dataStart, dtype: .float32, count: count) { $0 }
             return try Tensor(shape: shape.isEmpty ? [1] : shape, data: values)

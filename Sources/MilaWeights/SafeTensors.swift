@@ -5,9 +5,15 @@ import MilaCore
 /// `{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`,
 /// then the data; offsets are relative to the end of the header.
 enum SafeTensors {
+    /// The format's own limit on the JSON header (safetensors refuses larger ones too).
+    static let maxHeaderBytes = 100_000_000
+
     static func read(path: String, data: Data) throws -> WeightFile {
         guard data.count >= 8 else { throw WeightFileError(file: path, "too short for a safetensors file (\(data.count) bytes)") }
         let headerLength = data.withUnsafeBytes { Bytes.uint64($0, 0) }
+        guard headerLength <= UInt64(maxHeaderBytes) else {
+            throw WeightFileError(file: path, "safetensors header of \(headerLength) bytes is over the 100 MB limit")
+        }
         guard headerLength <= UInt64(data.count - 8) else {
             throw WeightFileError(file: path, "safetensors header length \(headerLength) runs past the end of the file (\(data.count) bytes)")
         }
@@ -38,16 +44,15 @@ enum SafeTensors {
             guard let dtype = StorageDType(rawValue: dtypeName) else {
                 throw WeightFileError(file: path, "tensor \(name): unsupported dtype \(dtypeName) (F32, F16, BF16 and I64 are read)")
             }
-            let shape = shapeValues.compactMap { ($0 as? NSNumber)?.intValue }
+            let shape = shapeValues.compactMap(Self.integer)
             guard shape.count == shapeValues.count, shape.allSatisfy({ $0 >= 0 }),
-                  let begin = (offsets[0] as? NSNumber)?.intValue, let end = (offsets[1] as? NSNumber)?.intValue
+                  let begin = Self.integer(offsets[0]), let end = Self.integer(offsets[1])
             else { throw WeightFileError(file: path, "tensor \(name): shape and offsets must be non-negative integers") }
             guard begin >= 0, begin <= end, end <= dataSize else {
                 throw WeightFileError(file: path, "tensor \(name): data offsets [\(begin), \(end)] are outside the \(dataSize) data bytes")
             }
-            let count = shape.reduce(1, *)
-            guard end - begin == count * dtype.byteSize else {
-                throw WeightFileError(file: path, "tensor \(name): \(end - begin) bytes for shape \(shape) of \(dtypeName), expected \(count * dtype.byteSize)")
+            guard let count = Checked.product(shape), let bytes = Checked.multiply(count, dtype.byteSize), end - begin == bytes else {
+                throw WeightFileError(file: path, "tensor \(name): \(end - begin) bytes for shape \(shape) of \(dtypeName), expected \(Checked.product(shape).flatMap { Checked.multiply($0, dtype.byteSize) }.map(String.init) ?? "more than can be addressed")")
             }
             ranges.append((begin, end, name))
             tensors[name] = StoredTensor(name: name, dtype: dtype, shape: shape, byteOffset: headerEnd + begin,
@@ -58,6 +63,14 @@ enum SafeTensors {
             throw WeightFileError(file: path, "tensors \(a.name) and \(b.name) overlap in the data section")
         }
         return WeightFile(path: path, format: "safetensors", data: data, tensors: tensors, metadata: metadata)
+    }
+
+    /// A JSON number that is an integer representable as Int (not 1.5, not 1e30).
+    static func integer(_ value: Any) -> Int? {
+        guard let n = value as? NSNumber else { return nil }
+        let d = n.doubleValue
+        guard d.rounded() == d, abs(d) < 9.0e15 else { return nil }
+        return Int(d)
     }
 }
 

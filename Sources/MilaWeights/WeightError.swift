@@ -13,23 +13,62 @@ public struct WeightFileError: Error, CustomStringConvertible, Equatable {
 }
 
 /// Element types of tensors on disk.
+/// The names are safetensors' dtype names.
 public enum StorageDType: String, Sendable {
     case float32 = "F32"
     case float16 = "F16"
     case bfloat16 = "BF16"
+    case float64 = "F64"
     case int64 = "I64"
+    case int32 = "I32"
+    case int16 = "I16"
+    case int8 = "I8"
+    case uint8 = "U8"
+    case bool = "BOOL"
 
     public var byteSize: Int {
         switch self {
-        case .float32: 4
-        case .float16, .bfloat16: 2
-        case .int64: 8
+        case .float64, .int64: 8
+        case .float32, .int32: 4
+        case .float16, .bfloat16, .int16: 2
+        case .int8, .uint8, .bool: 1
         }
     }
 
-    /// Whether the engine computes with it (converted to float32); I64 tensors such as
-    /// `num_batches_tracked` are carried but never needed.
-    public var isFloatingPoint: Bool { self != .int64 }
+    /// Whether the engine computes with it (converted to float32); integer tensors such as
+    /// `num_batches_tracked` are carried but never bound.
+    public var isFloatingPoint: Bool {
+        switch self {
+        case .float32, .float16, .bfloat16, .float64: true
+        default: false
+        }
+    }
+}
+
+/// Integer arithmetic on sizes read from a file: nil on overflow instead of a trap.
+enum Checked {
+    static func add(_ a: Int, _ b: Int) -> Int? {
+        let (r, overflow) = a.addingReportingOverflow(b)
+        return overflow ? nil : r
+    }
+
+    static func multiply(_ a: Int, _ b: Int) -> Int? {
+        let (r, overflow) = a.multipliedReportingOverflow(by: b)
+        return overflow ? nil : r
+    }
+
+    /// The product of `dims` (1 for none), nil when a dimension is negative or it overflows.
+    static func product(_ dims: [Int]) -> Int? {
+        var n = 1
+        for d in dims {
+            guard d >= 0, let m = multiply(n, d) else { return nil }
+            n = m
+        }
+        return n
+    }
+
+    /// A 64-bit unsigned field as an Int, nil when it does not fit.
+    static func int(_ v: UInt64) -> Int? { v <= UInt64(Int.max) ? Int(v) : nil }
 }
 
 /// Little-endian reads from a byte buffer with bounds already checked by the caller.
@@ -58,8 +97,18 @@ enum Bytes {
             for i in 0..<count { out[i] = Float(Float16(bitPattern: uint16(p, offset + 2 * index(i)))) }
         case .bfloat16:
             for i in 0..<count { out[i] = Float(bitPattern: UInt32(uint16(p, offset + 2 * index(i))) << 16) }
+        case .float64:
+            for i in 0..<count { out[i] = Float(Double(bitPattern: uint64(p, offset + 8 * index(i)))) }
         case .int64:
             for i in 0..<count { out[i] = Float(Int64(bitPattern: uint64(p, offset + 8 * index(i)))) }
+        case .int32:
+            for i in 0..<count { out[i] = Float(Int32(bitPattern: uint32(p, offset + 4 * index(i)))) }
+        case .int16:
+            for i in 0..<count { out[i] = Float(Int16(bitPattern: uint16(p, offset + 2 * index(i)))) }
+        case .int8:
+            for i in 0..<count { out[i] = Float(Int8(bitPattern: p[offset + index(i)])) }
+        case .uint8, .bool:
+            for i in 0..<count { out[i] = Float(p[offset + index(i)]) }
         }
         return out
     }

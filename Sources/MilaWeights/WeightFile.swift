@@ -42,7 +42,8 @@ public final class WeightFile: TensorSource, @unchecked Sendable {
     public let path: String
     public let format: String
     public let tensors: [String: StoredTensor]
-    /// safetensors `__metadata__` (empty for PyTorch checkpoints).
+    /// safetensors `__metadata__`; for PyTorch checkpoints, `pytorch.state_dict` (the entry the
+    /// tensors came from) and `pytorch.stripped_prefix` (when `module.` was removed).
     public let metadata: [String: String]
     let data: Data
 
@@ -72,9 +73,9 @@ public final class WeightFile: TensorSource, @unchecked Sendable {
     public var shapes: [String: [Int]] { tensors.mapValues(\.shape) }
     public func isFloatingPoint(_ name: String) -> Bool { tensors[name]?.dtype.isFloatingPoint ?? false }
 
-    /// Opens a safetensors file or a PyTorch zip checkpoint, told apart by content.
-    /// `stateDictKey` picks the state dict inside a checkpoint (default: `model` when the
-    /// top-level dict has it, else the top-level dict).
+    /// Opens a safetensors file or a PyTorch checkpoint (zip or legacy format), told apart by
+    /// content. `stateDictKey` picks the state dict inside a checkpoint (default: `model`, else
+    /// `state_dict`, else the top-level dict). The file is mapped read-only and never written.
     public static func open(_ path: String, stateDictKey: String? = nil) throws -> WeightFile {
         let data: Data
         do {
@@ -86,12 +87,18 @@ public final class WeightFile: TensorSource, @unchecked Sendable {
     }
 
     /// Reads a weight file already in memory (an embedded model); `name` stands for the path in
-    /// errors and in `path`.
+    /// errors and in `path`. The format is told by content, never by the file's extension.
     public static func read(_ data: Data, name: String, stateDictKey: String? = nil) throws -> WeightFile {
-        if data.count >= 4, data.prefix(4) == Data([0x50, 0x4B, 0x03, 0x04]) {
-            return try PyTorchCheckpoint.read(path: name, data: data, stateDictKey: stateDictKey)
+        switch WeightFormat.detect(data) {
+        case .pytorchZip: return try PyTorchCheckpoint.read(path: name, data: data, stateDictKey: stateDictKey)
+        case .pytorchLegacy: return try PyTorchCheckpoint.readLegacy(path: name, data: data, stateDictKey: stateDictKey)
+        case .safetensors: return try SafeTensors.read(path: name, data: data)
+        case .npy: throw WeightFileError(file: name, "an .npy array, not a weight file (weights are safetensors or a PyTorch checkpoint)")
+        case nil:
+            let head = data.prefix(8).map { String(format: "%02x", $0) }.joined(separator: " ")
+            throw WeightFileError(file: name, "not a safetensors, PyTorch zip, legacy PyTorch or .npy file"
+                                  + (data.isEmpty ? " (the file is empty)" : " (it starts with bytes \(head))"))
         }
-        return try SafeTensors.read(path: name, data: data)
     }
 
     /// The tensor as float32 in row-major order; throws for a missing name.
@@ -120,5 +127,20 @@ public final class WeightFile: TensorSource, @unchecked Sendable {
         var strides = [Int](repeating: 1, count: shape.count)
         for d in stride(from: shape.count - 2, through: 0, by: -1) { strides[d] = strides[d + 1] * shape[d + 1] }
         return strides
+    }
+}
+
+/// The file formats the engine reads, as recognised from their first bytes.
+public enum WeightFormat: Sendable {
+    case safetensors, pytorchZip, pytorchLegacy, npy
+
+    public static func detect(_ data: Data) -> WeightFormat? {
+        let head = [UInt8](data.prefix(9))
+        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .pytorchZip }
+        if head.starts(with: [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]) { return .npy }
+        if PyTorchCheckpoint.isLegacy(data) { return .pytorchLegacy }
+        // safetensors: an 8-byte little-endian header length, then the JSON header's opening brace.
+        if head.count == 9, head[8] == UInt8(ascii: "{") { return .safetensors }
+        return nil
     }
 }

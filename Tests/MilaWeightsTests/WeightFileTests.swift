@@ -21,7 +21,10 @@ import Testing
     }
 
     static let malformed: [(label: String, bytes: [UInt8], message: String)] = [
-        ("truncated", [1, 2, 3], "too short"),
+        ("truncated", [1, 2, 3], "not a safetensors, PyTorch zip, legacy PyTorch or .npy file"),
+        ("header over 100 MB", FileBuilders.le64(200_000_000) + Array("{}".utf8), "over the 100 MB limit"),
+        ("shape product overflows", FileBuilders.safetensors(header: #"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}"#,
+                                                             data: [UInt8](repeating: 0, count: 8)), "more than can be addressed"),
         ("header length past the end", FileBuilders.le64(1000) + Array("{}".utf8), "runs past the end"),
         ("not JSON", FileBuilders.safetensors(header: "{not json", data: []), "not valid JSON"),
         ("offsets out of range", FileBuilders.safetensors(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, data: [0, 0, 0, 0]),
@@ -29,8 +32,8 @@ import Testing
         ("overlapping tensors", FileBuilders.safetensors(
             header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
             data: [UInt8](repeating: 0, count: 8)), "overlap"),
-        ("wrong dtype", FileBuilders.safetensors(header: #"{"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#,
-                                                 data: [UInt8](repeating: 0, count: 8)), "unsupported dtype F64"),
+        ("wrong dtype", FileBuilders.safetensors(header: #"{"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#,
+                                                 data: [UInt8](repeating: 0, count: 8)), "unsupported dtype C64"),
         ("size does not match shape", FileBuilders.safetensors(header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
                                                                data: [UInt8](repeating: 0, count: 8)), "expected 12"),
         ("negative offset", FileBuilders.safetensors(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}}"#,
@@ -77,7 +80,7 @@ import Testing
         ("a state-dict tensor built by a callable outside the allow-list", {
             FileBuilders.checkpoint(pickle: P.dict([("w", P.tensor(key: "0", count: 1, shape: [1], strides: [1], rebuild: ("os", "system")))]),
                                     storages: ["0": [1]])
-        }, "object built by os.system"),
+        }, "entry w is a object of class os.system (never constructed), not a tensor"),
         ("truncated archive", {
             Array(FileBuilders.checkpoint(pickle: P.dict([("w", P.tensor(key: "0", count: 1, shape: [1], strides: [1]))]),
                                           storages: ["0": [1]]).prefix(60))
@@ -92,9 +95,9 @@ import Testing
         ("storage shorter than declared", {
             FileBuilders.checkpoint(pickle: P.dict([("w", P.tensor(key: "0", count: 8, shape: [8], strides: [1]))]), storages: ["0": [1, 2]])
         }, "holds 8 bytes"),
-        ("unsupported opcode", {
-            FileBuilders.checkpoint(pickle: [0x80, 0x02, 0x69, 0x2E], storages: [:])
-        }, "unsupported pickle opcode 0x69"),
+        ("unknown opcode", {
+            FileBuilders.checkpoint(pickle: [0x80, 0x02, 0xFE, 0x2E], storages: [:])
+        }, "unknown pickle opcode 0xFE"),
         ("truncated pickle", {
             FileBuilders.checkpoint(pickle: [0x80, 0x02, 0x58, 0xFF, 0, 0, 0], storages: [:])
         }, "truncated pickle"),
