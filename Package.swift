@@ -56,12 +56,17 @@ let package = Package(
             "MilaCore", "MilaOpenCL", "MilaWeights", "MilaModel", "MilaModelZoo", "MilaEngine", "MilaImage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // One fuzz target per parser of untrusted input (Tests/Fuzz/README.md); mila-fuzz replays
+        // inputs in any build and fuzzes in the libFuzzer build Tests/Fuzz/run.sh makes.
+        .target(name: "MilaFuzzTargets", dependencies: ["MilaWeights", "MilaImage", "MilaModel"]),
+        .executableTarget(name: "mila-fuzz", dependencies: ["MilaFuzzTargets"]),
         .executableTarget(name: "KernelBench", dependencies: ["MilaCore", "MilaReference", "MilaOpenCL"],
                           path: "Benchmarks/KernelBench"),
 
         .testTarget(name: "MilaCoreTests", dependencies: ["MilaCore"]),
         .testTarget(name: "MilaReferenceTests", dependencies: ["MilaCore", "MilaReference"]),
         .testTarget(name: "MilaWeightsTests", dependencies: ["MilaCore", "MilaWeights"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "FuzzReplayTests", dependencies: ["MilaFuzzTargets"]),
         .testTarget(name: "CLITests", dependencies: ["mila-infer", "MilaCore", "MilaWeights", "MilaEngine", "MilaImage", "MilaModelZoo"]),
         .testTarget(name: "MilaImageTests", dependencies: ["MilaCore", "MilaImage", "MilaWeights"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MilaModelTests", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL"],

@@ -32,11 +32,12 @@ static int exif_orientation(const uint8_t *p, unsigned length) {
     #define U16(q) (little ? (unsigned)((q)[0] | (q)[1] << 8) : (unsigned)((q)[0] << 8 | (q)[1]))
     #define U32(q) (little ? (unsigned)((q)[0] | (q)[1] << 8 | (q)[2] << 16 | (unsigned)(q)[3] << 24) \
                            : (unsigned)((unsigned)(q)[0] << 24 | (q)[1] << 16 | (q)[2] << 8 | (q)[3]))
-    unsigned ifd = U32(p + 4);
+    // Offsets are 32-bit values from the file: compare in 64 bits so none can wrap around.
+    uint64_t ifd = U32(p + 4);
     if (ifd + 2 > length) return 1;
     unsigned count = U16(p + ifd);
     for (unsigned i = 0; i < count; i++) {
-        unsigned entry = ifd + 2 + 12 * i;
+        uint64_t entry = ifd + 2 + 12 * (uint64_t)i;
         if (entry + 12 > length) break;
         if (U16(p + entry) == 0x0112) {
             unsigned value = U16(p + entry + 8);
@@ -48,7 +49,7 @@ static int exif_orientation(const uint8_t *p, unsigned length) {
     return 1;
 }
 
-mila_image mila_decode_jpeg(const uint8_t *data, size_t size) {
+mila_image mila_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels) {
     mila_image image = {0};
     image.orientation = 1;
     struct jpeg_decompress_struct info;
@@ -76,6 +77,14 @@ mila_image mila_decode_jpeg(const uint8_t *data, size_t size) {
         jpeg_destroy_decompress(&info);
         return image;
     }
+    if ((uint64_t)info.image_width * info.image_height > max_pixels) {
+        snprintf(image.error, sizeof image.error, "%ux%u pixels is over the limit of %llu pixels (--max-pixels)",
+                 info.image_width, info.image_height, (unsigned long long)max_pixels);
+        jpeg_destroy_decompress(&info);
+        return image;
+    }
+    // libjpeg's own working memory (a progressive image's coefficients) is bounded as well.
+    info.mem->max_memory_to_use = 512L * 1024 * 1024;
     info.out_color_space = JCS_RGB;
     jpeg_start_decompress(&info);
     size_t stride = (size_t)info.output_width * 3;
@@ -121,7 +130,7 @@ static void png_fail(png_structp png, png_const_charp message) {
 
 static void png_quiet(png_structp png, png_const_charp message) { (void)png; (void)message; }
 
-mila_image mila_decode_png(const uint8_t *data, size_t size) {
+mila_image mila_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels) {
     mila_image image = {0};
     image.orientation = 1;
     if (size < 8 || png_sig_cmp(data, 0, 8) != 0) {
@@ -147,7 +156,15 @@ mila_image mila_decode_png(const uint8_t *data, size_t size) {
     }
     struct png_source source = {data, size, 0};
     png_set_read_fn(png, &source, png_read_memory);
+    // libpng's own limits: no single chunk (iCCP, zTXt...) over 16 MB expanded.
+    png_set_chunk_malloc_max(png, 16u * 1024 * 1024);
     png_read_info(png, info);
+    if ((uint64_t)png_get_image_width(png, info) * png_get_image_height(png, info) > max_pixels) {
+        snprintf(image.error, sizeof image.error, "%ux%u pixels is over the limit of %llu pixels (--max-pixels)",
+                 png_get_image_width(png, info), png_get_image_height(png, info), (unsigned long long)max_pixels);
+        png_destroy_read_struct(&png, &info, NULL);
+        return image;
+    }
     int color = png_get_color_type(png, info);
     int depth = png_get_bit_depth(png, info);
     if (depth == 16) png_set_strip_16(png);

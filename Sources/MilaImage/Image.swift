@@ -23,19 +23,29 @@ public struct ImageError: Error, CustomStringConvertible, Equatable {
 }
 
 public enum ImageDecoder {
+    /// The default limit on an image's pixels (width x height), checked from the file's header
+    /// before any pixel buffer is allocated: 100 megapixels.
+    public static let defaultMaxPixels = 100_000_000
+
     /// Decodes a JPEG or PNG file (told apart by content) to RGB, turned upright by its EXIF
-    /// orientation.
-    public static func decode(_ path: String) throws -> RGBImage {
+    /// orientation. An image of more than `maxPixels` pixels is refused before it is decoded.
+    public static func decode(_ path: String, maxPixels: Int = defaultMaxPixels) throws -> RGBImage {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
             throw ImageError(file: path, message: "cannot read: \((error as NSError).localizedDescription)")
         }
+        return try decode(data, name: path, maxPixels: maxPixels)
+    }
+
+    /// Decodes JPEG or PNG bytes already in memory; `name` stands for the file in errors.
+    public static func decode(_ data: Data, name path: String, maxPixels: Int = defaultMaxPixels) throws -> RGBImage {
         let bytes = [UInt8](data.prefix(8))
+        let limit = UInt64(max(0, maxPixels))
         var decoded: mila_image
         if bytes.starts(with: [0xFF, 0xD8, 0xFF]) {
-            decoded = data.withUnsafeBytes { mila_decode_jpeg($0.bindMemory(to: UInt8.self).baseAddress, $0.count) }
+            decoded = data.withUnsafeBytes { mila_decode_jpeg($0.bindMemory(to: UInt8.self).baseAddress, $0.count, limit) }
         } else if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
-            decoded = data.withUnsafeBytes { mila_decode_png($0.bindMemory(to: UInt8.self).baseAddress, $0.count) }
+            decoded = data.withUnsafeBytes { mila_decode_png($0.bindMemory(to: UInt8.self).baseAddress, $0.count, limit) }
         } else {
             throw ImageError(file: path, message: data.isEmpty ? "empty file" : "not a JPEG or PNG image")
         }
@@ -45,7 +55,7 @@ public enum ImageDecoder {
             throw ImageError(file: path, message: message)
         }
         let image = RGBImage(width: Int(decoded.width), height: Int(decoded.height),
-                             pixels: Array(UnsafeBufferPointer(start: pixels, count: Int(decoded.width * decoded.height * 3))))
+                             pixels: Array(UnsafeBufferPointer(start: pixels, count: Int(decoded.width) * Int(decoded.height) * 3)))
         return oriented(image, exif: Int(decoded.orientation))
     }
 

@@ -81,6 +81,8 @@ public struct ModelConfig: Equatable, Sendable {
     static let maxStages = 8, maxDepth = 64, maxEmbedDim = 4096, maxClasses = 100_000, maxImageSide = 65_536
 
     /// Parses and checks `mila.config` JSON (`source` names the file in errors).
+    public static func parse(json: String, source: String) throws -> ModelConfig { try fromJSON(json, source: source) }
+
     static func fromJSON(_ json: String, source: String, headShape: [Int]? = nil) throws -> ModelConfig {
         func fail(_ message: String) -> ModelError { ModelError.config("\(source): mila.config \(message)") }
         guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {

@@ -18,6 +18,9 @@ struct InputOptions: ParsableArguments {
     @Flag(name: .customLong("no-crop"), help: "Resize the whole image to the input size instead of resize-then-center-crop.")
     var noCrop = false
 
+    @Option(name: .customLong("max-pixels"), help: "Refuse images of more pixels (width x height) than this, from the file header, before decoding.")
+    var maxPixels: Int = ImageDecoder.defaultMaxPixels
+
     func preprocess(for config: ModelConfig) throws -> Preprocess {
         if resolution != nil && size != nil { throw ValidationError("give --resolution or --size, not both") }
         var (h, w) = (config.imageSize[0], config.imageSize[1])
@@ -69,7 +72,7 @@ struct Classify: ParsableCommand {
             var failures = 0
             for path in images {
                 do {
-                    let tensor = try preprocess.tensor(try ImageDecoder.decode(path))
+                    let tensor = try preprocess.tensor(try ImageDecoder.decode(path, maxPixels: input.maxPixels))
                     if let saveInput {
                         let name = URL(fileURLWithPath: path).lastPathComponent + ".npy"
                         try NPY.write(tensor, to: URL(fileURLWithPath: saveInput).appendingPathComponent(name).path)

@@ -42,7 +42,7 @@ struct Eval: ParsableCommand {
             let progress = ProgressBar(total: samples.count)
             for (i, sample) in samples.enumerated() {
                 do {
-                    let (graph, values) = try engine.run(nchw: try preprocess.tensor(try ImageDecoder.decode(sample.path)))
+                    let (graph, values) = try engine.run(nchw: try preprocess.tensor(try ImageDecoder.decode(sample.path, maxPixels: input.maxPixels)))
                     let ranked = Ranking(logits: values[graph.outputs["logits"]!]!.data).top(5).map(\.index)
                     if ranked.first == sample.label { top1 += 1 }
                     if ranked.contains(sample.label) { top5 += 1 }

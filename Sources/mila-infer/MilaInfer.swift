@@ -38,13 +38,13 @@ func note(_ text: String) {
 
 /// The options every command that loads a model shares.
 struct ModelOptions: ParsableArguments {
-    @Option(name: .long, help: "Model file (safetensors or a PyTorch checkpoint), or the name of an embedded model (see `mila-infer models`).")
+    @Option(name: .long, help: "Model file (safetensors, or a PyTorch checkpoint in the zip or legacy format), or the name of an embedded model (see `mila-infer models`).")
     var model: String?
 
     @Option(name: .long, help: "Architecture preset (mlla_t, mlla_s, mlla_b) when the file does not say; alone, runs random weights.")
     var arch: String?
 
-    @Option(name: .customLong("state-dict"), help: "Key of the state dict inside a checkpoint (default: 'model' when present).")
+    @Option(name: .customLong("state-dict"), help: "Entry of a PyTorch checkpoint holding the state dict, e.g. state_dict_ema or model_ema (default: 'model', else 'state_dict', else the top level).")
     var stateDict: String?
 
     @Option(name: .long, help: "opencl or reference.")

@@ -15,11 +15,13 @@ typedef struct {
     char error[200];     // set when pixels is NULL
 } mila_image;
 
-// Decodes a JPEG (baseline or progressive; gray, YCbCr or RGB) to RGB.
-mila_image mila_decode_jpeg(const uint8_t *data, size_t size);
+// Decodes a JPEG (baseline or progressive; gray, YCbCr or RGB) to RGB. An image of more than
+// max_pixels pixels is refused from its header, before any pixel or coefficient buffer exists.
+mila_image mila_decode_jpeg(const uint8_t *data, size_t size, uint64_t max_pixels);
 // Decodes a PNG (1-16 bit; gray, gray+alpha, RGB, RGBA, palette) to 8-bit RGB: 16-bit samples
-// keep their high byte and alpha is dropped, as PIL's convert("RGB") does.
-mila_image mila_decode_png(const uint8_t *data, size_t size);
+// keep their high byte and alpha is dropped, as PIL's convert("RGB") does. Refuses more than
+// max_pixels pixels from the header, as the JPEG decoder does.
+mila_image mila_decode_png(const uint8_t *data, size_t size, uint64_t max_pixels);
 void mila_image_free(mila_image *image);
 
 typedef struct {
