@@ -67,6 +67,32 @@ enum CLI {
         #expect((first?["top"] as? [[String: Any]])?.count == 3)
     }
 
+    @Test func classifyRefusesAnImageOverThePixelLimit() throws {
+        let flower = CLI.fixture("MilaImageTests/Fixtures/flower.png")
+        let result = try CLI.run(["classify", flower, "--model", tiny, "--max-pixels", "1000"])
+        #expect(result.status == 1)
+        #expect(result.err.split(separator: "\n").count == 1, "\(result.err)")
+        #expect(result.err.contains("\(flower): ") && result.err.contains("pixels is over the limit of 1000 pixels (--max-pixels)"), "\(result.err)")
+    }
+
+    /// A legacy-format training checkpoint (its yacs config inside) runs with no --arch and gives
+    /// PyTorch's logits; a state-dict key that is not there is one line naming what is.
+    @Test func runLoadsALegacyTrainingCheckpoint() throws {
+        let folder = try CLI.temporaryFolder()
+        let fixtures = "MilaModelTests/Fixtures/checkpoints/"
+        let logits = folder.appendingPathComponent("logits.npy").path
+        let arguments = ["run", "--model", CLI.fixture(fixtures + "legacy_training.pth"), "--input", CLI.fixture(fixtures + "input.npy"),
+                         "--output", logits]
+        let result = try CLI.run(arguments)
+        #expect(result.status == 0, "\(result.err)")
+        let expected = try NPY.read(CLI.fixture(fixtures + "logits.npy"))
+        #expect(try NPY.read(logits).relativeL2(to: expected) <= 1e-5)
+        let missing = try CLI.run(arguments + ["--state-dict", "model_ema"])
+        #expect(missing.status == 1)
+        #expect(missing.err.split(separator: "\n").count == 1, "\(missing.err)")
+        #expect(missing.err.contains("no state dict under key 'model_ema' (there is no such entry); entries holding tensors: model;"), "\(missing.err)")
+    }
+
     @Test func classifySavesTheNetworkInput() throws {
         let folder = try CLI.temporaryFolder()
         let result = try CLI.run(["classify", CLI.fixture("MilaImageTests/Fixtures/china.jpg"), "--model", tiny,

@@ -86,3 +86,62 @@ enum ImageFixtures {
         #expect(throws: ImageError.self) { try ImageDecoder.decode(folder.appendingPathComponent("missing.png").path) }
     }
 }
+
+/// Images that declare more pixels than the limit are refused from their header, before any
+/// pixel buffer exists: real files with their size fields rewritten.
+@Suite("Pixel limits") struct PixelLimitTests {
+    static func crc32(_ bytes: some Sequence<UInt8>) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for b in bytes {
+            crc ^= UInt32(b)
+            for _ in 0..<8 { crc = crc & 1 != 0 ? (crc >> 1) ^ 0xEDB8_8320 : crc >> 1 }
+        }
+        return ~crc
+    }
+
+    static func bigEndian(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
+
+    /// flower.png with its IHDR saying width x height (CRC recomputed).
+    static func png(width: UInt32, height: UInt32) throws -> Data {
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: ImageFixtures.path("flower.png"))))
+        // Signature (8), IHDR length (4), "IHDR" (4), width, height, 5 more bytes, CRC.
+        bytes.replaceSubrange(16..<20, with: bigEndian(width))
+        bytes.replaceSubrange(20..<24, with: bigEndian(height))
+        bytes.replaceSubrange(29..<33, with: bigEndian(crc32(bytes[12..<29])))
+        return Data(bytes)
+    }
+
+    /// china.jpg with its frame header (SOF0..SOF2) saying width x height.
+    static func jpeg(width: UInt16, height: UInt16) throws -> Data {
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: ImageFixtures.path("china.jpg"))))
+        let sof = try #require((2..<(bytes.count - 9)).first { bytes[$0] == 0xFF && (0xC0...0xC2).contains(bytes[$0 + 1]) })
+        bytes.replaceSubrange((sof + 5)..<(sof + 9), with: [UInt8(height >> 8), UInt8(height & 0xFF), UInt8(width >> 8), UInt8(width & 0xFF)])
+        return Data(bytes)
+    }
+
+    @Test func aPNGOf100000By100000IsRefusedFromItsHeader() throws {
+        do {
+            _ = try ImageDecoder.decode(try Self.png(width: 100_000, height: 100_000), name: "huge.png")
+            Issue.record("decoded a 10-gigapixel PNG")
+        } catch let error as ImageError {
+            #expect(error.message == "100000x100000 pixels is over the limit of 100000000 pixels (--max-pixels)")
+        }
+    }
+
+    @Test func aJPEGOf65000By65000IsRefusedFromItsHeader() throws {
+        do {
+            _ = try ImageDecoder.decode(try Self.jpeg(width: 65000, height: 65000), name: "huge.jpg")
+            Issue.record("decoded a 4-gigapixel JPEG")
+        } catch let error as ImageError {
+            #expect(error.message == "65000x65000 pixels is over the limit of 100000000 pixels (--max-pixels)")
+        }
+    }
+
+    @Test func theLimitIsTheCallersAndTheUntouchedFilesStillDecode() throws {
+        let png = try Self.png(width: 50, height: 40)  // header only: the data no longer fits
+        #expect(throws: ImageError.self) { try ImageDecoder.decode(png, name: "small.png", maxPixels: 1999) }
+        let image = try ImageDecoder.decode(ImageFixtures.path("flower.png"))
+        #expect(throws: ImageError.self) { try ImageDecoder.decode(ImageFixtures.path("flower.png"), maxPixels: image.width * image.height - 1) }
+        #expect(try ImageDecoder.decode(ImageFixtures.path("flower.png"), maxPixels: image.width * image.height) == image)
+    }
+}

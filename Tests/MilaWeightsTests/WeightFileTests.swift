@@ -105,8 +105,44 @@ import Testing
             FileBuilders.zip([("ckpt/data.pkl", [0x80, 0x02, 0x7D, 0x2E])], method: 8)
         }, "compressed"),
         ("no data.pkl", { FileBuilders.zip([("ckpt/version", [0x33])]) }, "no data.pkl"),
+        ("a huge entry count", { patchEOCD(small(), at: 8, [0xFF, 0xFF]) + [] }, "65535 entries declared"),
+        ("a central directory past the end", { patchEOCD(small(), at: 16, [0xF0, 0xFF, 0xFF, 0x7F]) }, "is outside the file"),
+        ("two entries sharing their bytes", { overlapping() }, "overlap"),
+        ("a name appearing twice", {
+            FileBuilders.zip([("ckpt/data.pkl", [0x80, 0x02, 0x7D, 0x2E]), ("ckpt/data.pkl", [0x80, 0x02, 0x7D, 0x2E])])
+        }, "appears twice"),
+        ("a broadcast view", {
+            FileBuilders.checkpoint(pickle: P.dict([("w", P.tensor(key: "0", count: 1, shape: [1_000_000], strides: [0]))]), storages: ["0": [1]])
+        }, "a broadcast view"),
+        ("an offset and stride product that overflows", {
+            FileBuilders.checkpoint(pickle: P.dict([("w", P.tensor(key: "0", count: 4, shape: [2, 2], strides: [Int(Int32.max), Int(Int32.max)]))]),
+                                    storages: ["0": [1, 2, 3, 4]])
+        }, "outside its storage"),
         ("not a dict", { FileBuilders.checkpoint(pickle: [0x80, 0x02, 0x4A, 1, 0, 0, 0, 0x2E], storages: [:]) }, "not a dict"),
     ]
+
+    static func small() -> [UInt8] {
+        FileBuilders.checkpoint(pickle: P.dict([("w", P.tensor(key: "0", count: 1, shape: [1], strides: [1]))]), storages: ["0": [1]])
+    }
+
+    /// `bytes` with the end-of-central-directory record's field at `offset` replaced.
+    static func patchEOCD(_ bytes: [UInt8], at offset: Int, _ field: [UInt8]) -> [UInt8] {
+        var out = bytes
+        let eocd = out.count - 22
+        out.replaceSubrange((eocd + offset)..<(eocd + offset + field.count), with: field)
+        if offset == 8 { out.replaceSubrange((eocd + 10)..<(eocd + 12), with: field) }
+        return out
+    }
+
+    /// Two central-directory entries pointing at the same local header.
+    static func overlapping() -> [UInt8] {
+        var bytes = FileBuilders.zip([("ckpt/data.pkl", [0x80, 0x02, 0x7D, 0x2E]), ("ckpt/zzzz.pkl", [0x80, 0x02, 0x7D, 0x2E])])
+        let eocd = bytes.count - 22
+        let directory = Int(bytes[eocd + 16]) | Int(bytes[eocd + 17]) << 8
+        let second = directory + 46 + "ckpt/data.pkl".utf8.count
+        bytes.replaceSubrange((second + 42)..<(second + 46), with: [0, 0, 0, 0])
+        return bytes
+    }
 
     @Test(arguments: malformed.indices)
     func malformedCheckpointsAreClearErrors(_ index: Int) throws {
@@ -133,11 +169,48 @@ import Testing
         #expect(try NPY.read(path) == v)
     }
 
+    @Test func aShapeWhoseProductOverflowsIsRefused() throws {
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }"
+        let bytes: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0] + FileBuilders.le16(header.utf8.count) + Array(header.utf8)
+        do {
+            _ = try NPY.read(try FileBuilders.write(bytes, "huge.npy"))
+            Issue.record("read an .npy of 2^80 elements")
+        } catch let error as WeightFileError {
+            #expect(error.message.contains("shape [1099511627776, 1099511627776] of float32 does not fit"), "\(error)")
+        }
+    }
+
     @Test func rejectsOtherDtypesAndBadFiles() throws {
         let header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }"
         let bytes: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0] + FileBuilders.le16(header.utf8.count) + Array(header.utf8) + [UInt8](repeating: 0, count: 8)
         #expect(throws: WeightFileError.self) { try NPY.read(try FileBuilders.write(bytes, "f8.npy")) }
         #expect(throws: WeightFileError.self) { try NPY.read(try FileBuilders.write([1, 2, 3], "junk.npy")) }
         #expect(throws: WeightFileError.self) { try NPY.read("/nonexistent/x.npy") }
+    }
+}
+
+@Suite("Format detection") struct FormatDetectionTests {
+    @Test func formatsAreToldByContentNotByExtension() throws {
+        let safetensors = FileBuilders.safetensors(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: FileBuilders.floats([2]))
+        #expect(try WeightFile.open(try FileBuilders.write(safetensors, "weights.pth")).format == "safetensors")
+        let checkpoint = PyTorchCheckpointTests.small()
+        #expect(try WeightFile.open(try FileBuilders.write(checkpoint, "model.safetensors")).format == "pytorch")
+    }
+
+    @Test func anUnknownFileSaysWhatWasExpected() throws {
+        for (bytes, detail) in [([UInt8](), "the file is empty"), (Array("GIF89a....".utf8), "starts with bytes 47 49 46 38 39 61 2e 2e")] {
+            do {
+                _ = try WeightFile.open(try FileBuilders.write(bytes, "model.pth"))
+                Issue.record("opened \(bytes)")
+            } catch let error as WeightFileError {
+                #expect(error.message.contains("not a safetensors, PyTorch zip, legacy PyTorch or .npy file"), "\(error)")
+                #expect(error.message.contains(detail), "\(error)")
+            }
+        }
+        let npy = FileBuilders.temporaryPath("input.npy")
+        try NPY.write(try Tensor(shape: [2], data: [1, 2]), to: npy)
+        #expect(throws: WeightFileError(file: npy, "an .npy array, not a weight file (weights are safetensors or a PyTorch checkpoint)")) {
+            try WeightFile.open(npy)
+        }
     }
 }

@@ -7,7 +7,7 @@ BatchNorm statistics, a batch of 2 images at 98x150 (not a multiple of 4 or 32, 
 every downsample), its logits and four stage outputs. The same weights are written as
 safetensors with `mila.config` metadata and as a training-style PyTorch checkpoint (state dict
 under `model`, AdamW state, a scheduler dict, numbers, and a config object under `config`).
-Needs torch, safetensors, numpy.
+Needs torch, safetensors, numpy, yacs.
 """
 import json
 import os
@@ -24,13 +24,18 @@ OUT = os.path.join("Tests", "MilaModelTests", "Fixtures", "tiny")
 CONFIG = dict(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[2, 2, 4, 4], num_classes=10)
 
 
-class TrainingConfig:
-    """Stands in for the yacs CfgNode of the official checkpoints: an object the loader must
-    keep inert (its class is not on the allow-list)."""
+def training_config():
+    """The run's configuration as the official checkpoints hold it: a real yacs CfgNode (frozen,
+    nested), which the loader must keep inert. It names no MLLA shapes, so the configuration of
+    this file still comes from --arch or the tensor shapes (make_checkpoint_fixtures.py has
+    checkpoints whose CfgNode describes the model)."""
+    from yacs.config import CfgNode as CN
 
-    def __init__(self):
-        self.MODEL = {"TYPE": "mlla", "NAME": "tiny"}
-        self.TRAIN = {"EPOCHS": 300}
+    config = CN()
+    config.MODEL = CN({"TYPE": "mlla", "NAME": "tiny"})
+    config.TRAIN = CN({"EPOCHS": 300})
+    config.freeze()
+    return config
 
 
 def randomize(model, bn_weight_jitter=False):
@@ -72,7 +77,7 @@ def main():
     model.load_state_dict(state)
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "lr_scheduler": {"last_epoch": 299, "base_lrs": [1e-3]}, "max_accuracy": 12.5, "epoch": 299,
-                "config": TrainingConfig()}, os.path.join(OUT, "checkpoint.pth"))
+                "config": training_config()}, os.path.join(OUT, "checkpoint.pth"))
 
     image = torch.randn(2, 3, 98, 150)
     with torch.no_grad():
