@@ -4,11 +4,7 @@ import MilaCore
 /// NumPy `.npy` files: little-endian float32, C order, format versions 1.0 to 3.0.
 public enum NPY {
     public static func read(_ path: String) throws -> Tensor {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw WeightFileError(file: path, "cannot read: \((error as NSError).localizedDescription)")
-        }
-        return try read(data, name: path)
+        try read(try WeightFile.mapped(path), name: path)
     }
 
     /// Reads `.npy` bytes already in memory; `name` stands for the file in errors.

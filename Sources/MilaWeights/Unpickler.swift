@@ -23,6 +23,9 @@ struct Unpickler {
 
     /// Python refuses to parse integers of more than 4300 decimal digits (`sys.int_info`); so do we.
     static let maxDecimalDigits = 4300
+    /// At most this many values (about 1 GB of heap): a real checkpoint's pickle builds thousands,
+    /// a hostile one of empty dicts would build one per byte.
+    static let maxValues = 10_000_000
 
     init(file: String, stream: String = "data.pkl") {
         self.file = file
@@ -76,6 +79,9 @@ struct Unpickler {
 
         while true {
             let at = p
+            guard heap.values.count <= Self.maxValues else {
+                throw fail("the pickle builds more than \(Self.maxValues) values (at byte \(at)); no checkpoint needs that many")
+            }
             let opcode = try u8()
             switch opcode {
             case 0x80: _ = try u8()                                             // PROTO

@@ -94,6 +94,7 @@ enum PickleFixtures {
     static let hostile: [(label: String, bytes: [UInt8], message: String?)] = [
         ("a list nested a million deep", [0x80, 0x02] + [UInt8](repeating: 0x5D, count: 1_000_000) + [UInt8](repeating: 0x61, count: 999_999) + [0x2E], nil),
         ("a tuple nested a million deep", [0x80, 0x02, 0x4E] + [UInt8](repeating: 0x85, count: 1_000_000) + [0x2E], nil),
+        ("ten million empty dicts", [0x80, 0x02] + [UInt8](repeating: 0x7D, count: 10_000_100), "more than 10000000 values"),
         ("a million open MARKs", [UInt8](repeating: 0x28, count: 1_000_000) + [0x2E], "MARK still open"),
         ("a memo index far out of range", [0x80, 0x02, 0x6A, 0xFF, 0xFF, 0xFF, 0xFF, 0x2E], "memo index 4294967295"),
         ("a huge BINUNICODE length", [0x80, 0x02, 0x58, 0xFF, 0xFF, 0xFF, 0x7F], "truncated pickle"),
