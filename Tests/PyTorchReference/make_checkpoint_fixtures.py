@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from make_fixtures import randomize  # noqa: E402
 from mlla import MLLA  # noqa: E402
 
 OUT = os.path.join("Tests", "MilaModelTests", "Fixtures", "checkpoints")
@@ -85,22 +86,6 @@ def training_config():
     return config
 
 
-def randomize(model):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() > 1:
-                p.copy_(torch.randn_like(p) / p[0].numel() ** 0.5)
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.1 * torch.randn_like(p))
-            else:
-                p.copy_(0.02 * torch.randn_like(p))
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn_like(m.running_mean) * 0.1)
-                m.running_var.copy_(torch.rand_like(m.running_var) * 0.5 + 0.75)
-                m.weight.copy_(1 + 0.1 * torch.randn_like(m.weight))
-
-
 def logits_of(state, image):
     model = MLLA(**CONFIG).eval()
     model.load_state_dict({k: v.float() for k, v in state.items()})
@@ -127,7 +112,7 @@ def main():
     torch.manual_seed(0)
     os.makedirs(OUT, exist_ok=True)
     model = MLLA(**CONFIG).eval()
-    randomize(model)
+    randomize(model, bn_weight_jitter=True)
     image = torch.randn(2, 3, 37, 53)
     np.save(os.path.join(OUT, "input.npy"), image.numpy())
     base = {k: v.clone() for k, v in model.state_dict().items()}
