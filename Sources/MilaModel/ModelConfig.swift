@@ -124,7 +124,7 @@ public struct ModelConfig: Equatable, Sendable {
         }
         if object["num_classes"] != nil {
             config.numClasses = try integer(object["num_classes"], "num_classes", 1...maxClasses)
-        } else if let head = headShape, let n = head.first {
+        } else if let head = headShape, let n = head.first, n >= 1 {
             config.numClasses = n
         }
         if let r = try number("mlp_ratio", { $0 > 0 && $0 <= 64 }, "a number in (0, 64]") { config.mlpRatio = r }
