@@ -31,11 +31,7 @@ public enum ImageDecoder {
     /// orientation. An image of more than `maxPixels` pixels is refused before it is decoded.
     public static func decode(_ path: String, maxPixels: Int = defaultMaxPixels) throws -> RGBImage {
         let data: Data
-        do {
-            // An empty file is not mapped (Foundation's mapped read leaks a buffer on empty files).
-            let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.intValue ?? 0
-            data = size == 0 ? Data() : try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
-        } catch {
+        do { data = try mappedContents(ofFile: path) } catch {
             throw ImageError(file: path, message: "cannot read: \((error as NSError).localizedDescription)")
         }
         return try decode(data, name: path, maxPixels: maxPixels)

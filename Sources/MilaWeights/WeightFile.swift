@@ -117,12 +117,10 @@ public final class WeightFile: TensorSource, @unchecked Sendable {
         return try Tensor(shape: stored.shape.isEmpty ? [1] : stored.shape, data: values)
     }
 
-    /// The file's bytes, mapped read-only. An empty file is read as empty without mapping it
-    /// (Foundation's mapped read leaks a 4 KB buffer on empty files; AddressSanitizer saw it).
-    public static func mapped(_ path: String) throws -> Data {
+    /// The file's bytes, mapped read-only (`mappedContents(ofFile:)`), or an error naming it.
+    static func mapped(_ path: String) throws -> Data {
         do {
-            let size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.intValue ?? 0
-            return size == 0 ? Data() : try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+            return try mappedContents(ofFile: path)
         } catch {
             throw WeightFileError(file: path, "cannot read: \((error as NSError).localizedDescription)")
         }
