@@ -114,3 +114,26 @@ typedef float16 vec_t;
 #error "VEC must be 1, 4 or 16"
 #endif
 #endif
+
+// Bilinear source taps with align_corners=False (PyTorch `compute_source_index_and_lambda`),
+// float32 steps exactly as MilaCore's Bilinear.tap: the same size is a copy; else
+// src = max(0, scale * (dst + 0.5) - 0.5) with scale = in / out computed on the host (a
+// correctly rounded division), i0 = min(floor(src), in - 1), w1 = clamp(src - i0, 0, 1),
+// i1 = i0 + (i0 < in - 1), w0 = 1 - w1. Contraction is off so no step fuses into an FMA.
+#pragma OPENCL FP_CONTRACT OFF
+inline void mila_bilinear_tap(int dst, int inSize, int outSize, float scale, int* i0, int* i1, float* w0, float* w1) {
+    if (inSize == outSize) {
+        *i0 = dst; *i1 = dst; *w0 = 1.0f; *w1 = 0.0f;
+        return;
+    }
+    const float shifted = (float)dst + 0.5f;
+    const float product = scale * shifted;
+    const float src = fmax(product - 0.5f, 0.0f);
+    const int a = min((int)src, inSize - 1);
+    const float l1 = clamp(src - (float)a, 0.0f, 1.0f);
+    *i0 = a;
+    *i1 = a + (a < inSize - 1 ? 1 : 0);
+    *w1 = l1;
+    *w0 = 1.0f - l1;
+}
+#pragma OPENCL FP_CONTRACT ON

@@ -2,7 +2,9 @@
 // folded in at load time), activation (none/ReLU) and optional residual add.
 //
 // Layout: in (B, H, W, Cin) channels-last, the model's token layout, so the stem output is
-// already (B, L, C0). Weight packed at load time from (Cout, Cin, 3, 3) to (3, 3, Cin, CoutP),
+// already (B, L, C0). out is written as a view: pixel p, channel c at out[outOffset +
+// p * outStride + c] (a channel slice of a concat buffer; outStride = Cout when dense); RES is
+// dense. Weight packed at load time from (Cout, Cin, 3, 3) to (3, 3, Cin, CoutP),
 // CoutP = Cout rounded up to 16 * COV with zero columns, so vector loads read whole groups of
 // output channels of one tap; bias padded to CoutP. out and RES (B, Ho, Wo, Cout),
 // Ho = (H - 1) / s + 1.
@@ -24,7 +26,7 @@
 __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, const int Wo, const int Cout,
                       const int CoutP, const int stride, __global const float* in, __global const float* w,
                       __global const float* bias, __global const float* res, __global float* out,
-                      const int act, const int flags) {
+                      const int act, const int flags, const int outOffset, const int outStride) {
     const int c0 = get_global_id(0) * (VEC * COV);
     const int ox0 = get_global_id(1) * XPW;
     const int row = get_global_id(2);
@@ -76,15 +78,97 @@ __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, con
             const int c = c0 + q * VEC;
             if (c >= Cout) break;
             vec_t v = VACT(acc[p][q], act);
-            const size_t o = (((size_t)b * Ho + oy) * Wo + ox) * Cout + c;
+            const size_t pixel = ((size_t)b * Ho + oy) * Wo + ox;
+            const size_t r = pixel * Cout + c, o = outOffset + pixel * outStride + c;
             if (c + VEC <= Cout) {
-                if (flags & EPI_RESIDUAL) v += VLOAD(res + o);
+                if (flags & EPI_RESIDUAL) v += VLOAD(res + r);
                 VSTORE(v, out + o);
             } else {
                 float lanes[VEC];
                 VSTORE(v, lanes);
-                for (int j = 0; c + j < Cout; ++j) out[o + j] = lanes[j] + ((flags & EPI_RESIDUAL) ? res[o + j] : 0.0f);
+                for (int j = 0; c + j < Cout; ++j) out[o + j] = lanes[j] + ((flags & EPI_RESIDUAL) ? res[r + j] : 0.0f);
             }
         }
     }
+}
+
+// conv3x3_igemm: the same convolution as an implicit GEMM for many input channels (the UperNet
+// head's 512-2816 -> 512 convs): M = output pixels, N = Cout, K = 9 * Cin, with the register
+// tile and loop of gemm_reg (gemm.cl): each work-item holds 4 adjacent output pixels of one row
+// x 64 output channels (16 float16 accumulators); each (tap, input channel) step broadcasts 4
+// inputs against 4 float16 weight loads. No im2col is formed (at 512x2048 the head's would be
+// 4.5 GiB): a pixel's row pointer for a tap points into the input, or at `zeros` (Cin zero
+// floats) where the tap falls in the padding, so the inner loop has no bounds test and no mask.
+// Weights packed (3, 3, Cin, CoutP), CoutP = Cout rounded up to 64. Epilogue as conv3x3 (bias,
+// activation, residual; output view).
+// Launch: global (ceil(Wo / 4), B * Ho, CoutP / 64), local (1, 1, 1): consecutive work-items
+// walk the pixels of one output row with one weight panel, like gemm_reg's rowsFirst order.
+// CPU reference: Reference.conv3x3(depthwise: false). Tests: ConvolutionTests, SegmentationOpTests.
+
+#define IGEMM_FMA(x, c0, c1, c2, c3) \
+    c0 = fma((float16)(x), w0, c0); c1 = fma((float16)(x), w1, c1); \
+    c2 = fma((float16)(x), w2, c2); c3 = fma((float16)(x), w3, c3);
+
+inline void igemm_store16(float16 v, int col, int Cout, size_t pixel, __global const float* bias,
+                          __global const float* res, __global float* out, int outOffset, int outStride,
+                          int act, int flags) {
+    if (col >= Cout) return;
+    if (flags & EPI_BIAS) v += vload16(0, bias + col);
+    v = mila_act_float16(v, act);
+    const size_t r = pixel * Cout + col, o = outOffset + pixel * outStride + col;
+    if (col + 16 <= Cout) {
+        if (flags & EPI_RESIDUAL) v += vload16(0, res + r);
+        vstore16(v, 0, out + o);
+    } else {
+        float lanes[16];
+        vstore16(v, 0, lanes);
+        for (int j = 0; col + j < Cout; ++j) out[o + j] = lanes[j] + ((flags & EPI_RESIDUAL) ? res[r + j] : 0.0f);
+    }
+}
+
+#define IGEMM_STORE(p, c0, c1, c2, c3) \
+    if (ox0 + (p) < Wo) { \
+        const size_t pixel = ((size_t)b * Ho + oy) * Wo + ox0 + (p); \
+        igemm_store16(c0, n0, Cout, pixel, bias, res, out, outOffset, outStride, act, flags); \
+        igemm_store16(c1, n0 + 16, Cout, pixel, bias, res, out, outOffset, outStride, act, flags); \
+        igemm_store16(c2, n0 + 32, Cout, pixel, bias, res, out, outOffset, outStride, act, flags); \
+        igemm_store16(c3, n0 + 48, Cout, pixel, bias, res, out, outOffset, outStride, act, flags); \
+    }
+
+__kernel void conv3x3_igemm(const int H, const int W, const int Cin, const int Ho, const int Wo, const int Cout,
+                            const int CoutP, const int stride, __global const float* in, __global const float* w,
+                            __global const float* bias, __global const float* res, __global float* out,
+                            const int act, const int flags, const int outOffset, const int outStride,
+                            __global const float* zeros) {
+    const int ox0 = get_global_id(0) * 4;
+    const int row = get_global_id(1);
+    const int n0 = get_global_id(2) * 64;
+    const int b = row / Ho, oy = row % Ho;
+    if (ox0 >= Wo || n0 >= Cout) return;
+    float16 c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+    float16 c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+    for (int ky = 0; ky < 3; ++ky) {
+        const int iy = oy * stride + ky - 1;
+        if (iy < 0 || iy >= H) continue;
+        __global const float* inRow = in + ((size_t)b * H + iy) * W * Cin;
+        for (int kx = 0; kx < 3; ++kx) {
+            const int ix0 = ox0 * stride + kx - 1, ix1 = ix0 + stride, ix2 = ix1 + stride, ix3 = ix2 + stride;
+            __global const float* a0 = (ix0 >= 0 && ix0 < W) ? inRow + (size_t)ix0 * Cin : zeros;
+            __global const float* a1 = (ix1 >= 0 && ix1 < W && ox0 + 1 < Wo) ? inRow + (size_t)ix1 * Cin : zeros;
+            __global const float* a2 = (ix2 >= 0 && ix2 < W && ox0 + 2 < Wo) ? inRow + (size_t)ix2 * Cin : zeros;
+            __global const float* a3 = (ix3 >= 0 && ix3 < W && ox0 + 3 < Wo) ? inRow + (size_t)ix3 * Cin : zeros;
+            __global const float* wt = w + (size_t)(ky * 3 + kx) * Cin * CoutP + n0;
+            for (int ci = 0; ci < Cin; ++ci, wt += CoutP) {
+                const float16 w0 = vload16(0, wt), w1 = vload16(1, wt), w2 = vload16(2, wt), w3 = vload16(3, wt);
+                IGEMM_FMA(a0[ci], c00, c01, c02, c03)
+                IGEMM_FMA(a1[ci], c10, c11, c12, c13)
+                IGEMM_FMA(a2[ci], c20, c21, c22, c23)
+                IGEMM_FMA(a3[ci], c30, c31, c32, c33)
+            }
+        }
+    }
+    IGEMM_STORE(0, c00, c01, c02, c03)
+    IGEMM_STORE(1, c10, c11, c12, c13)
+    IGEMM_STORE(2, c20, c21, c22, c23)
+    IGEMM_STORE(3, c30, c31, c32, c33)
 }

@@ -2,7 +2,9 @@
 // y = (x - mean) / sqrt(var + eps) * weight + bias, biased variance, two passes (mean first,
 // then the centred squares) so large means do not cancel.
 //
-// Layout: x and y (rows, C), rows = B * L, the token layout; weight and bias (C).
+// Layout: x (rows, C) dense, rows = B * L, the token layout; y written as a view: row r at
+// y + yOffset + r * yStride (a backbone output stored in its slice of a concat buffer; yStride = C
+// when dense); weight and bias (C).
 // Variants (chosen by device type):
 //   layernorm_rows  one work-item per row, scalar sums (any C; PoCL vectorises across rows, with
 //                   gathers). Global (rows).
@@ -17,11 +19,12 @@
 #endif
 
 __kernel void layernorm_rows(const int rows, const int C, const float eps, __global const float* x,
-                             __global const float* weight, __global const float* bias, __global float* y) {
+                             __global const float* weight, __global const float* bias, __global float* y,
+                             const int yOffset, const int yStride) {
     const int r = get_global_id(0);
     if (r >= rows) return;
     __global const float* xr = x + (size_t)r * C;
-    __global float* yr = y + (size_t)r * C;
+    __global float* yr = y + yOffset + (size_t)r * yStride;
     float sum = 0.0f;
     for (int i = 0; i < C; ++i) sum += xr[i];
     const float mean = sum / C;
@@ -38,11 +41,12 @@ inline float ln_sum16(float16 v) {
 }
 
 __kernel void layernorm_rows_vec(const int rows, const int C, const float eps, __global const float* x,
-                                 __global const float* weight, __global const float* bias, __global float* y) {
+                                 __global const float* weight, __global const float* bias, __global float* y,
+                             const int yOffset, const int yStride) {
     const int r = get_global_id(0);
     if (r >= rows) return;
     __global const float* xr = x + (size_t)r * C;
-    __global float* yr = y + (size_t)r * C;
+    __global float* yr = y + yOffset + (size_t)r * yStride;
     const int n = C / 16;
     float16 sum = (float16)(0.0f);
     for (int i = 0; i < n; ++i) sum += vload16(i, xr);
@@ -67,12 +71,13 @@ __kernel void layernorm_rows_vec(const int rows, const int C, const float eps, _
 
 __kernel __attribute__((reqd_work_group_size(LN_WG, 1, 1)))
 void layernorm_wg(const int rows, const int C, const float eps, __global const float* x,
-                  __global const float* weight, __global const float* bias, __global float* y) {
+                  __global const float* weight, __global const float* bias, __global float* y,
+                             const int yOffset, const int yStride) {
     // The host launches exactly rows work-groups, so no work-item leaves before the barriers.
     __local float scratch[LN_WG];
     const int r = get_group_id(0), lid = get_local_id(0);
     __global const float* xr = x + (size_t)r * C;
-    __global float* yr = y + (size_t)r * C;
+    __global float* yr = y + yOffset + (size_t)r * yStride;
     float part = 0.0f, total;
     for (int i = lid; i < C; i += LN_WG) part += xr[i];
     LN_GROUP_SUM(part, scratch, lid, total)

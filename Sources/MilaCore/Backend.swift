@@ -21,22 +21,27 @@ extension Backend {
 
 /// Where the values of a graph live: slots reused by liveness (a value's slot is free once its
 /// last reader has run, and an op never writes into a slot it reads). Graph outputs keep theirs.
+/// A concatenated value lives in its channel slice of the concat's slot, which is taken when
+/// the first producer runs and held until the concat and every producer are no longer read.
 public struct MemoryPlan: Sendable {
     /// Slot index of each node's value (the input included).
     public let slotOfNode: [Int]
     /// Capacity of each slot in float32 elements.
     public let slotSizes: [Int]
+    /// The channel slice each concatenated value is stored in (by node id).
+    public let slices: [Int: ChannelSlice]
 
     public var plannedBytes: Int { slotSizes.reduce(0, +) * 4 }
 
     public init(_ graph: Graph) {
-        let lastUse = graph.lastUses()
+        let slices = (try? graph.concatSlices()) ?? [:]
+        var lastUse = graph.lastUses()
+        for (producer, slice) in slices { lastUse[slice.concat] = max(lastUse[slice.concat], lastUse[producer]) }
         var slotOfNode = [Int](repeating: -1, count: graph.nodes.count)
         var sizes: [Int] = []
         var free: [Int] = []
         var releaseAt: [Int: [Int]] = [:]  // node index -> slots freed after it runs
-        for node in graph.nodes {
-            let size = Shape.count(node.shape)
+        func take(_ size: Int) -> Int {
             let slot: Int
             if let best = free.filter({ sizes[$0] >= size }).min(by: { sizes[$0] < sizes[$1] }) {
                 slot = best
@@ -48,11 +53,19 @@ public struct MemoryPlan: Sendable {
                 sizes.append(size)
             }
             free.removeAll { $0 == slot }
-            slotOfNode[node.id] = slot
-            releaseAt[max(lastUse[node.id], node.id), default: []].append(slot)
+            return slot
+        }
+        for node in graph.nodes {
+            let owner = slices[node.id]?.concat ?? node.id
+            if slotOfNode[owner] < 0 {
+                slotOfNode[owner] = take(Shape.count(graph.nodes[owner].shape))
+                releaseAt[max(lastUse[owner], node.id), default: []].append(slotOfNode[owner])
+            }
+            slotOfNode[node.id] = slotOfNode[owner]
             free += releaseAt.removeValue(forKey: node.id) ?? []
         }
         self.slotOfNode = slotOfNode
         self.slotSizes = sizes
+        self.slices = slices
     }
 }

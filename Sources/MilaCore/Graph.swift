@@ -21,6 +21,12 @@ public struct Graph: Sendable {
     /// Appends a node after checking its operand shapes with the op's spec; returns its id.
     @discardableResult
     public mutating func add(_ name: String, _ op: Op, inputs: [Int], residual: Int? = nil, multiply: Int? = nil) throws -> Int {
+        if case .concat = op {
+            let taken = Set(nodes.filter { if case .concat = $0.op { true } else { false } }.flatMap(\.inputs))
+            if let twice = inputs.first(where: { taken.contains($0) || $0 == 0 }) {
+                throw MilaError.invalidArgument(op: name, message: "\(nodes[twice].name) is already concatenated (or is the input)")
+            }
+        }
         let shape = try Self.outputShape(of: op, name: name, inputs: inputs.map { nodes[$0].shape },
                                          residual: residual.map { nodes[$0].shape }, multiply: multiply.map { nodes[$0].shape },
                                          weightShapes: weightShapes)
@@ -29,6 +35,23 @@ public struct Graph: Sendable {
     }
 
     public mutating func markOutput(_ role: String, _ id: Int) { outputs[role] = id }
+
+    /// Where each concatenated value lives: producer id -> (concat node id, channel offset).
+    /// A backend that does not copy lets each producer write that slice of the concat's buffer.
+    public func concatSlices() throws -> [Int: ChannelSlice] {
+        var slices: [Int: ChannelSlice] = [:]
+        for node in nodes {
+            guard case .concat = node.op else { continue }
+            let offsets = try ConcatSpec(inputs: node.inputs.map { nodes[$0].shape }).offsets
+            for (producer, offset) in zip(node.inputs, offsets) {
+                guard slices[producer] == nil else {
+                    throw MilaError.invalidArgument(op: node.name, message: "value \(nodes[producer].name) is concatenated twice")
+                }
+                slices[producer] = ChannelSlice(concat: node.id, offset: offset, channels: node.shape[3])
+            }
+        }
+        return slices
+    }
 
     /// Identifies the graph's structure within this process (for caches of plans per graph).
     public var signature: Int {
@@ -103,6 +126,14 @@ public struct Graph: Sendable {
             return inputs[0]
         case .activation:
             return inputs[0]
+        case let .resize(height, width):
+            return try ResizeSpec(input: inputs[0], height: height, width: width).outputShape
+        case let .adaptiveAvgPool(size):
+            return try AdaptivePoolSpec(input: inputs[0], size: size).outputShape
+        case .concat:
+            return try ConcatSpec(inputs: inputs).outputShape
+        case let .resizeArgmax(midHeight, midWidth, height, width):
+            return try ResizeArgmaxSpec(input: inputs[0], midHeight: midHeight, midWidth: midWidth, height: height, width: width).outputShape
         case .meanTokens:
             guard inputs[0].count == 4 else {
                 throw MilaError.shapeMismatch(op: name, tensor: "input", expected: "(B, H, W, C)", actual: inputs[0])
@@ -110,6 +141,14 @@ public struct Graph: Sendable {
             return [inputs[0][0], inputs[0][3]]
         }
     }
+}
+
+/// A value stored as channels [offset, offset + C) of a concat node's (B, H, W, channels) buffer.
+public struct ChannelSlice: Equatable, Sendable {
+    public let concat: Int
+    public let offset: Int
+    /// The concat's channel count: the pixel stride of the slice.
+    public let channels: Int
 }
 
 public struct Node: Sendable {
@@ -144,6 +183,14 @@ public enum Op: Sendable {
     case forgetGateAttention(heads: Int, bidirectional: Bool, normalize: Bool, aLog: String, lepeWeight: String, lepeBias: String)
     /// (B, H, W, C) -> (B, C).
     case meanTokens
+    /// Bilinear resize (align_corners=False) to an explicit size (`ResizeSpec`).
+    case resize(height: Int, width: Int)
+    /// Adaptive average pooling to (size, size) with PyTorch's bins (`AdaptivePoolSpec`).
+    case adaptiveAvgPool(size: Int)
+    /// Channel concatenation of the inputs in order (`ConcatSpec`).
+    case concat
+    /// Two bilinear resizes of the logits and the argmax over classes, fused (`ResizeArgmaxSpec`).
+    case resizeArgmax(midHeight: Int, midWidth: Int, height: Int, width: Int)
     /// Elementwise inputs[0] + inputs[1], inputs[0] * inputs[1], act(inputs[0]): what the
     /// scheduler folds into the producer's epilogue where the kernels allow it.
     case add
@@ -160,6 +207,10 @@ public enum Op: Sendable {
         case .linearAttention: "linear_attention"
         case .forgetGateAttention: "forget_gate_attention"
         case .meanTokens: "mean_tokens"
+        case .resize: "resize_bilinear"
+        case .adaptiveAvgPool: "adaptive_avg_pool"
+        case .concat: "concat"
+        case .resizeArgmax: "resize_argmax"
         case .add: "add"
         case .multiply: "multiply"
         case let .activation(a): "\(a)"

@@ -1,6 +1,7 @@
 /// Counted FLOPs of a graph (what `mila-infer bench` divides by the measured time): a
 /// multiply-add is 2 FLOPs; GEMMs 2 M K N, convolutions and attention by their specs (LePE
-/// included); layer norm 8 per element; elementwise ops, activations, fused epilogues (residual,
+/// included); layer norm 8 per element; a bilinear resize 11 per output, the fused resize-argmax 36 per
+/// pixel and class, adaptive pooling 1 per input element, concat 0; elementwise ops, activations, fused epilogues (residual,
 /// multiply) and the token mean 1 per element; input and padding 0.
 extension Graph {
     public var flops: Double { nodes.reduce(0) { $0 + flops(of: $1) } }
@@ -27,8 +28,15 @@ extension Graph {
             return l * Double(heads) * 4 * d * (d + 1) * (bidirectional ? 2 : 1) + 18 * l * c
         case .add, .multiply, .activation:
             return outputs
-        case .meanTokens:
+        case .meanTokens, .adaptiveAvgPool:
             return Double(Shape.count(nodes[node.inputs[0]].shape))
+        case .resize:
+            return 11 * outputs  // 8 multiply-adds of the two-level form, 3 for the weights' use
+        case .concat:
+            return 0
+        case .resizeArgmax:
+            // Per output pixel and class: 4 mid values of 7 operations, the outer 7, a compare.
+            return outputs * Double(nodes[node.inputs[0]].shape.last ?? 0) * 36
         }
     }
 }

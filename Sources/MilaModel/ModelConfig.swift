@@ -24,12 +24,45 @@ public struct ModelConfig: Equatable, Sendable {
     /// A dense-prediction backbone: no `norm` / `head`, one LayerNorm `norm{s}` per stage
     /// output instead, and no logits.
     public var backbone = false
+    /// A segmentation model: the backbone (`backbone.*`) with an UPerHead (`decode_head.*`).
+    /// Its `mean` / `std` are on the 0..255 scale (mmseg's img_norm_cfg, RGB order).
+    public var segmentation: SegmentationHead? = nil
+
+    /// The UPerHead of ../shared/spec/upernet-segmentation.md and the test pipeline's scale.
+    public struct SegmentationHead: Equatable, Sendable {
+        public var channels = 512
+        public var poolScales = [1, 2, 3, 6]
+        /// The keep-ratio resize's (long, short) target: mmseg's img_scale (2048, 512) for ADE20K.
+        public var scale = [2048, 512]
+        /// (r, g, b) per class; ADE20K's when the model has 150 classes and no palette of its own.
+        public var palette: [[Int]]? = nil
+
+        public init(channels: Int = 512, poolScales: [Int] = [1, 2, 3, 6], scale: [Int] = [2048, 512], palette: [[Int]]? = nil) {
+            (self.channels, self.poolScales, self.scale, self.palette) = (channels, poolScales, scale, palette)
+        }
+    }
+
+    /// A segmentation model's colours per class: its palette, ADE20K's for 150 classes, else a
+    /// fixed spread of hues.
+    public var classPalette: [[Int]] {
+        if let p = segmentation?.palette, p.count == numClasses { return p }
+        if numClasses == ADE20K.classes.count { return ADE20K.palette }
+        return (0..<numClasses).map { i in
+            // Golden-angle hues at full saturation, so neighbouring indices differ.
+            let h = Double(i) * 137.508 / 360, f = (h - h.rounded(.down)) * 6
+            let x = Int((1 - abs(f.truncatingRemainder(dividingBy: 2) - 1)) * 255)
+            switch Int(f) { case 0: return [255, x, 0]; case 1: return [x, 255, 0]; case 2: return [0, 255, x]
+            case 3: return [0, x, 255]; case 4: return [x, 0, 255]; default: return [255, 0, x] }
+        }
+    }
 
     public var stages: Int { depths.count }
 
-    /// Class names: the configured labels, else ImageNet-1K's for 1000 classes, else "0".."N-1".
+    /// Class names: the configured labels, else ImageNet-1K's for 1000 classes (ADE20K's for a
+    /// 150-class segmentation model), else "0".."N-1".
     public var classLabels: [String] {
         if let labels, labels.count == numClasses { return labels }
+        if segmentation != nil, numClasses == ADE20K.classes.count { return ADE20K.classes }
         return numClasses == imageNetLabels.count ? imageNetLabels : (0..<numClasses).map(String.init)
     }
     public func channels(stage: Int) -> Int { embedDim << stage }
@@ -44,9 +77,29 @@ public struct ModelConfig: Equatable, Sendable {
         "mila_fg_b": ModelConfig(name: "mila_fg_b", embedDim: 96, depths: [3, 6, 21, 6], numHeads: [3, 6, 12, 24], attention: .forgetGate),
     ]
 
+    /// `<backbone>_upernet`: the backbone preset with mmseg's UPerHead (512 channels, pool scales
+    /// 1, 2, 3, 6) for ADE20K's 150 classes, and mmseg's normalisation on the 0..255 scale.
+    static func upernet(_ backbone: String) -> ModelConfig {
+        var c = presets[backbone]!
+        c.name = "\(backbone)_upernet"
+        c.numClasses = 150
+        c.backbone = true
+        c.segmentation = SegmentationHead()
+        c.mean = [123.675, 116.28, 103.53]
+        c.std = [58.395, 57.12, 57.375]
+        c.imageSize = [512, 512]
+        return c
+    }
+
+    public static let segmentationPresets: [String: ModelConfig] =
+        Dictionary(uniqueKeysWithValues: ["mlla_t", "mlla_s", "mlla_b"].map { ("\($0)_upernet", upernet($0)) })
+
+    /// Every architecture name `--arch` takes.
+    public static var allPresets: [String: ModelConfig] { presets.merging(segmentationPresets) { a, _ in a } }
+
     public static func preset(_ name: String) throws -> ModelConfig {
-        guard let config = presets[name.lowercased()] else {
-            throw ModelError.config("unknown architecture '\(name)'; known: \(presets.keys.sorted().joined(separator: ", "))")
+        guard let config = allPresets[name.lowercased()] else {
+            throw ModelError.config("unknown architecture '\(name)'; known: \(allPresets.keys.sorted().joined(separator: ", "))")
         }
         return config
     }
@@ -56,10 +109,16 @@ public struct ModelConfig: Equatable, Sendable {
     public static func resolve(for file: WeightFile, arch: String?) throws -> ModelConfig {
         var config = try resolveShapes(for: file, arch: arch)
         if config.labels == nil, let classes = try checkpointClasses(file), classes.count == config.numClasses { config.labels = classes }
+        if config.segmentation != nil, config.segmentation?.palette == nil, let json = file.metadata["pytorch.palette"],
+           let rows = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[Int]], rows.count == config.numClasses,
+           rows.allSatisfy({ $0.count == 3 && $0.allSatisfy { (0...255).contains($0) } }) {
+            config.segmentation?.palette = rows
+        }
         return config
     }
 
     static func resolveShapes(for file: WeightFile, arch: String?) throws -> ModelConfig {
+        if let head = file.shapes["decode_head.conv_seg.weight"] { return try resolveSegmentation(for: file, arch: arch, convSeg: head) }
         let backbone = file.shapes["head.weight"] == nil && file.shapes["norm0.weight"] != nil
         if let arch { var c = try preset(arch); c.backbone = backbone; return c }
         if let json = file.metadata["mila.config"] { var c = try fromJSON(json, file: file); c.backbone = backbone; return c }
@@ -69,6 +128,43 @@ public struct ModelConfig: Equatable, Sendable {
             throw ModelError.config("\(file.path): cannot tell the architecture from the tensor shapes"
                                     + (matches.isEmpty ? " (no preset matches)" : " (\(matches.map(\.name).sorted()) match)")
                                     + "; give --arch \(presets.keys.sorted().joined(separator: "|"))")
+        }
+        return matches[0]
+    }
+
+    /// A segmentation checkpoint (`decode_head.conv_seg.weight` present): `arch`, else its
+    /// `mila.config`, else the `_upernet` preset whose shapes match, with the number of classes
+    /// and head channels from conv_seg.
+    static func resolveSegmentation(for file: WeightFile, arch: String?, convSeg: [Int]) throws -> ModelConfig {
+        guard convSeg.count == 4, convSeg[0] >= 1, convSeg[1] >= 1 else {
+            throw ModelError.weights("\(file.path): tensor decode_head.conv_seg.weight has shape \(Shape.describe(convSeg)), expected (classes, channels, 1, 1)")
+        }
+        func adapt(_ preset: ModelConfig) -> ModelConfig {
+            var c = preset
+            c.numClasses = convSeg[0]
+            c.segmentation?.channels = convSeg[1]
+            return c
+        }
+        if let arch {
+            let c = try preset(arch)
+            guard c.segmentation != nil else {
+                throw ModelError.config("\(file.path) is a segmentation checkpoint (decode_head.*); --arch \(arch) is a classifier; give one of \(segmentationPresets.keys.sorted().joined(separator: ", "))")
+            }
+            return adapt(c)
+        }
+        if let json = file.metadata["mila.config"] {
+            var c = try fromJSON(json, file: file)
+            guard c.segmentation != nil else {
+                throw ModelError.config("\(file.path): mila.config has no \"segmentation\" entry but the file holds decode_head.* tensors")
+            }
+            c.numClasses = convSeg[0]
+            return c
+        }
+        let matches = segmentationPresets.values.map(adapt).filter { (try? WeightBinding.check(file: file, config: $0)) != nil }
+        guard matches.count == 1 else {
+            throw ModelError.config("\(file.path): cannot tell the segmentation architecture from the tensor shapes"
+                                    + (matches.isEmpty ? " (no preset matches)" : " (\(matches.map(\.name).sorted()) match)")
+                                    + "; give --arch \(segmentationPresets.keys.sorted().joined(separator: "|"))")
         }
         return matches[0]
     }
@@ -153,10 +249,35 @@ public struct ModelConfig: Equatable, Sendable {
             guard let labels = l as? [String] else { throw fail("labels must be a list of strings") }
             config.labels = labels
         }
+        if let seg = object["segmentation"] {
+            guard let head = seg as? [String: Any] else { throw fail("segmentation must be an object") }
+            if let kind = head["head"], kind as? String != "upernet" { throw fail("segmentation.head must be \"upernet\"") }
+            var h = SegmentationHead()
+            if head["channels"] != nil { h.channels = try integer(head["channels"], "segmentation.channels", 1...maxEmbedDim) }
+            if let scales = head["pool_scales"] {
+                guard let list = scales as? [Any], (1...8).contains(list.count) else { throw fail("segmentation.pool_scales must be a list of 1...8 integers") }
+                h.poolScales = try list.map { try integer($0, "segmentation.pool_scales", 1...64) }
+            }
+            if let scale = head["scale"] {
+                guard let list = scale as? [Any], list.count == 2 else { throw fail("segmentation.scale must be [long, short]") }
+                h.scale = try list.map { try integer($0, "segmentation.scale", 1...maxImageSide) }
+            }
+            if let palette = head["palette"] {
+                guard let rows = palette as? [[Any]], rows.count <= maxClasses else { throw fail("segmentation.palette must be a list of [r, g, b]") }
+                h.palette = try rows.map { row in
+                    guard row.count == 3 else { throw fail("segmentation.palette entries must be [r, g, b]") }
+                    return try row.map { try integer($0, "segmentation.palette", 0...255) }
+                }
+            }
+            config.segmentation = h
+            config.backbone = true
+            if object["mean"] == nil { config.mean = [123.675, 116.28, 103.53] }
+            if object["std"] == nil { config.std = [58.395, 57.12, 57.375] }
+        }
         // A configuration with a preset's shapes (an official training run's) takes its name.
         if let preset = presets.values.first(where: { $0.embedDim == config.embedDim && $0.depths == config.depths
                                                       && $0.numHeads == config.numHeads && $0.attention == config.attention }) {
-            config.name = preset.name
+            config.name = preset.name + (config.segmentation != nil ? "_upernet" : "")
         }
         return config
     }

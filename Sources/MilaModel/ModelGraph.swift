@@ -7,10 +7,78 @@ public enum ModelGraph {
     /// bottom and right to a multiple of 4; an odd map is padded by one row / column before
     /// each downsample.
     /// `fused`: run the scheduler's fusion pass (the default; the unfused graph is for tests).
+    /// What a segmentation graph ends with (classifiers and backbones ignore it).
+    public enum SegmentationOutput: Equatable, Sendable {
+        /// The decode head's logits (B, ceil(H/4), ceil(W/4), classes): output `logits`.
+        case headLogits
+        /// Also the logits resized to the input's size, then to (height, width): `full_logits`.
+        case fullLogits(height: Int, width: Int)
+        /// Also the label map at (height, width) by the fused resize-resize-argmax: `labels`.
+        case labels(height: Int, width: Int)
+    }
+
     public static func build(config: ModelConfig, weightShapes: [String: [Int]], batch: Int, height: Int, width: Int,
-                             fused: Bool = true) throws -> Graph {
-        let graph = try unfused(config: config, weightShapes: weightShapes, batch: batch, height: height, width: width)
+                             segmentation: SegmentationOutput = .headLogits, fused: Bool = true) throws -> Graph {
+        var graph = try unfused(config: config, weightShapes: weightShapes, batch: batch, height: height, width: width)
+        if let head = config.segmentation { try addUPerHead(head, config: config, to: &graph, output: segmentation) }
         return fused ? try Fusion.fuse(graph) : graph
+    }
+
+    /// The UPerHead on the four normalised stage outputs (../shared/spec/upernet-segmentation.md
+    /// section 3): PPM on C4 -> bottleneck = L4; laterals L1..L3 with the top-down sums fused into
+    /// their GEMMs' residual; fpn convs; F2..F4 resized to s1; fpn_bottleneck; conv_seg. Both
+    /// concats are filled in place by their producers. BatchNorm is folded (`#folded`), ReLU fused.
+    static func addUPerHead(_ head: ModelConfig.SegmentationHead, config: ModelConfig, to g: inout Graph,
+                            output: SegmentationOutput) throws {
+        let n = config.stages
+        guard n >= 2 else { throw ModelError.config("an UPerHead needs at least 2 backbone stages, not \(n)") }
+        let stages = (0..<n).map { g.outputs["stage\($0)"]! }
+        func size(_ id: Int) -> (Int, Int) { (g.nodes[id].shape[1], g.nodes[id].shape[2]) }
+        func module(_ scope: String, _ input: Int, kernel: Int, residual: Int? = nil) throws -> Int {
+            let (w, b) = ("\(scope)#folded.weight", "\(scope)#folded.bias")
+            let op: Op = kernel == 1 ? .linear(weight: w, bias: b, activation: .relu)
+                : .conv3x3(weight: w, bias: b, stride: 1, activation: .relu, depthwise: false)
+            return try g.add(scope, op, inputs: [input], residual: residual)
+        }
+        func resize(_ scope: String, _ input: Int, to target: (Int, Int)) throws -> Int {
+            try g.add(scope, .resize(height: target.0, width: target.1), inputs: [input])
+        }
+        let top = stages[n - 1], topSize = size(top)
+        var pyramid = [top]
+        for (k, scale) in head.poolScales.enumerated() {
+            let p = "decode_head.psp_modules.\(k)"
+            let pooled = try g.add("\(p).0", .adaptiveAvgPool(size: scale), inputs: [top])
+            pyramid.append(try resize("\(p).up", try module("\(p).1", pooled, kernel: 1), to: topSize))
+        }
+        let ppm = try g.add("decode_head.psp_cat", .concat, inputs: pyramid)
+        var laterals = [Int](repeating: 0, count: n)
+        laterals[n - 1] = try module("decode_head.bottleneck", ppm, kernel: 3)
+        // Top-down: L_i = lateral_i(C_i) + up(L_{i+1}), each from the already-updated level above.
+        for i in stride(from: n - 2, through: 0, by: -1) {
+            let up = try resize("decode_head.lateral_convs.\(i).up", laterals[i + 1], to: size(stages[i]))
+            laterals[i] = try module("decode_head.lateral_convs.\(i)", stages[i], kernel: 1, residual: up)
+        }
+        let s1 = size(stages[0])
+        var outs = [try module("decode_head.fpn_convs.0", laterals[0], kernel: 3)]
+        for i in 1..<n {
+            let f = i < n - 1 ? try module("decode_head.fpn_convs.\(i)", laterals[i], kernel: 3) : laterals[i]
+            outs.append(try resize("decode_head.fpn_convs.\(i).up", f, to: s1))
+        }
+        let fpn = try g.add("decode_head.fpn_cat", .concat, inputs: outs)
+        let fused = try module("decode_head.fpn_bottleneck", fpn, kernel: 3)
+        let logits = try g.add("decode_head.conv_seg", .linear(weight: "decode_head.conv_seg.weight", bias: "decode_head.conv_seg.bias",
+                                                                activation: .none), inputs: [fused])
+        g.markOutput("logits", logits)
+        switch output {
+        case .headLogits:
+            break
+        case let .fullLogits(height, width):
+            let mid = try resize("resize.input", logits, to: (g.height, g.width))
+            g.markOutput("full_logits", try resize("resize.output", mid, to: (height, width)))
+        case let .labels(height, width):
+            g.markOutput("labels", try g.add("resize_argmax", .resizeArgmax(midHeight: g.height, midWidth: g.width, height: height, width: width),
+                                             inputs: [logits]))
+        }
     }
 
     /// Every op on its own: convolutions and linear layers without epilogues, followed by
@@ -21,8 +89,9 @@ public enum ModelGraph {
         }
         var g = Graph(batch: batch, height: height, width: width, weightShapes: weightShapes)
         var x = try g.add("input", .input(shape: [batch, height, width, 3]), inputs: [])
+        let root = ModelLayout.backbonePrefix(config)
         let (h4, w4) = ((height + 3) / 4 * 4, (width + 3) / 4 * 4)
-        if (h4, w4) != (height, width) { x = try g.add("patch_embed.pad", .pad(height: h4, width: w4), inputs: [x]) }
+        if (h4, w4) != (height, width) { x = try g.add("\(root)patch_embed.pad", .pad(height: h4, width: w4), inputs: [x]) }
         func activate(_ x: Int, _ activation: Activation, _ scope: String) throws -> Int {
             activation == .none ? x : try g.add("\(scope).act", .activation(activation), inputs: [x])
         }
@@ -53,15 +122,15 @@ public enum ModelGraph {
         }
 
         // Stem: stride 4.
-        let c1 = try conv("patch_embed.conv1", x, stride: 2, .relu)
-        let c2 = try conv("patch_embed.conv2.0", c1, stride: 1, .relu)
-        let c3 = try conv("patch_embed.conv2.1", c2, stride: 1, .none, residual: c1)
-        let c4 = try conv("patch_embed.conv3.0", c3, stride: 2, .relu)
-        x = try linear("patch_embed.conv3.1", c4, weight: "patch_embed.conv3.1#folded")
+        let c1 = try conv("\(root)patch_embed.conv1", x, stride: 2, .relu)
+        let c2 = try conv("\(root)patch_embed.conv2.0", c1, stride: 1, .relu)
+        let c3 = try conv("\(root)patch_embed.conv2.1", c2, stride: 1, .none, residual: c1)
+        let c4 = try conv("\(root)patch_embed.conv3.0", c3, stride: 2, .relu)
+        x = try linear("\(root)patch_embed.conv3.1", c4, weight: "\(root)patch_embed.conv3.1#folded")
 
         for s in 0..<config.stages {
             for j in 0..<config.depths[s] {
-                let p = "layers.\(s).blocks.\(j)"
+                let p = "\(root)layers.\(s).blocks.\(j)"
                 let x1 = try depthwise("\(p).cpe1", x, residual: x)
                 let h = try norm("\(p).norm1", x1)
                 let a = try linear("\(p).in_proj", h)
@@ -89,9 +158,9 @@ public enum ModelGraph {
                 x = try linear("\(p).mlp.fc2", hidden, residual: x3)
             }
             // Stage output s; a backbone normalises it with its own norm{s} (the stream goes on un-normalised).
-            g.markOutput("stage\(s)", config.backbone ? try norm("norm\(s)", x) : x)
+            g.markOutput("stage\(s)", config.backbone ? try norm("\(root)norm\(s)", x) : x)
             if s < config.stages - 1 {
-                let d = "layers.\(s).downsample"
+                let d = "\(root)layers.\(s).downsample"
                 let shape = g.nodes[x].shape
                 let (hs, ws) = (shape[1], shape[2])
                 if hs % 2 == 1 || ws % 2 == 1 {

@@ -50,11 +50,11 @@ public struct RandomWeights: LayoutVisitor {
         try bias("\(scope).bias", channels)
     }
 
-    mutating func convBN(_ scope: String, out: Int, in k: Int, kernel: Int, convBias: Bool) throws {
+    mutating func convBN(_ scope: String, out: Int, in k: Int, kernel: Int, convBias: Bool, normName: String) throws {
         try weight("\(scope).conv.weight", [out, k, kernel, kernel])
         if convBias { try bias("\(scope).conv.bias", out) }
-        try norm("\(scope).norm", channels: out)
-        tensors["\(scope).norm.running_mean"] = try uniform([out], 0.1)
-        tensors["\(scope).norm.running_var"] = try uniform([out], 0.25, around: 1)
+        try norm("\(scope).\(normName)", channels: out)
+        tensors["\(scope).\(normName).running_mean"] = try uniform([out], 0.1)
+        tensors["\(scope).\(normName).running_var"] = try uniform([out], 0.25, around: 1)
     }
 }

@@ -7,8 +7,9 @@ import MilaWeights
 /// naming the full tensor name and both shapes.
 public struct WeightBinding: LayoutVisitor {
     /// Tensors every checkpoint may carry that inference does not need.
-    static func isIgnorable(_ name: String) -> Bool {
+    static func isIgnorable(_ name: String, config: ModelConfig) -> Bool {
         name.hasSuffix(".num_batches_tracked") || name.hasSuffix("attn.rope.rotations")
+            || (config.segmentation != nil && name.hasPrefix("auxiliary_head."))  // training-only FCN head
     }
 
     let file: any TensorSource
@@ -33,7 +34,7 @@ public struct WeightBinding: LayoutVisitor {
     mutating func bindAll(_ config: ModelConfig) throws {
         try ModelLayout.visit(config, &self)
         let shapes = file.shapes
-        let unused = shapes.keys.filter { !used.contains($0) && !Self.isIgnorable($0) }.sorted()
+        let unused = shapes.keys.filter { !used.contains($0) && !Self.isIgnorable($0, config: config) }.sorted()
         if !unused.isEmpty {
             let shown = unused.prefix(5).map { "\($0) \(Shape.describe(shapes[$0]!))" }.joined(separator: ", ")
             throw ModelError.weights("\(file.path): \(unused.count) tensor(s) not used by \(config.name): \(shown)\(unused.count > 5 ? ", ..." : "")")
@@ -86,13 +87,14 @@ public struct WeightBinding: LayoutVisitor {
         }
     }
 
-    /// A ConvLayer with BatchNorm: `<scope>.conv.weight` [+ `.conv.bias`], `<scope>.norm.*`,
+    /// A ConvLayer with BatchNorm: `<scope>.conv.weight` [+ `.conv.bias`], `<scope>.<normName>.*`,
     /// folded into `<scope>#folded.weight` / `.bias` (1x1 convs as (out, in)).
-    mutating func convBN(_ scope: String, out: Int, in k: Int, kernel: Int, convBias: Bool) throws {
+    mutating func convBN(_ scope: String, out: Int, in k: Int, kernel: Int, convBias: Bool, normName: String) throws {
         let weight = try take("\(scope).conv.weight", [out, k, kernel, kernel])
         let bias = convBias ? try take("\(scope).conv.bias", [out]) : nil
-        let gamma = try take("\(scope).norm.weight", [out]), beta = try take("\(scope).norm.bias", [out])
-        let mean = try take("\(scope).norm.running_mean", [out]), variance = try take("\(scope).norm.running_var", [out])
+        let n = "\(scope).\(normName)"
+        let gamma = try take("\(n).weight", [out]), beta = try take("\(n).bias", [out])
+        let mean = try take("\(n).running_mean", [out]), variance = try take("\(n).running_var", [out])
         guard let weight, let gamma, let beta, let mean, let variance else { return }
         let folded = try BatchNormFolding.fold(weight: weight, bias: bias, gamma: gamma, beta: beta, runningMean: mean, runningVar: variance)
         prepared["\(scope)#folded.weight"] = kernel == 1 ? try Tensor(shape: [out, k], data: folded.weight.data) : folded.weight

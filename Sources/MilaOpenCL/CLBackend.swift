@@ -82,7 +82,11 @@ public final class CLBackend: Backend {
         if !keep.isSubset(of: Set(graph.outputs.values)) {
             return try runUnplanned(graph, input: input, wanted: wanted)
         }
-        func value(_ id: Int) -> DeviceTensor { DeviceTensor(buffer: slots[plan.slotOfNode[id]], shape: graph.nodes[id].shape) }
+        func value(_ id: Int) -> DeviceTensor {
+            let buffer = slots[plan.slotOfNode[id]]
+            guard let slice = plan.slices[id] else { return DeviceTensor(buffer: buffer, shape: graph.nodes[id].shape) }
+            return DeviceTensor(buffer: buffer, shape: graph.nodes[id].shape, offset: slice.offset, pixelStride: slice.channels)
+        }
         for node in graph.nodes {
             context.launchTag = node.id
             try execute(node, input: input, value: value, output: value(node.id))
@@ -92,19 +96,54 @@ public final class CLBackend: Backend {
     }
 
     /// For per-op checks: every kept value gets a buffer of its own.
+    /// A concat's buffer is made when its first producer runs; producers write their slices.
     private func runUnplanned(_ graph: Graph, input: Tensor, wanted: Set<Int>) throws -> [Int: Tensor] {
+        let slices = try graph.concatSlices()
         var buffers: [Int: DeviceTensor] = [:]
+        var owned: [DeviceTensor] = []
         for node in graph.nodes {
-            let out = try context.empty(node.shape)
+            let out: DeviceTensor
+            if let slice = slices[node.id] {
+                if buffers[slice.concat] == nil {
+                    buffers[slice.concat] = try context.empty(graph.nodes[slice.concat].shape)
+                    owned.append(buffers[slice.concat]!)
+                }
+                out = DeviceTensor(buffer: buffers[slice.concat]!.buffer, shape: node.shape, offset: slice.offset, pixelStride: slice.channels)
+            } else if let made = buffers[node.id] {
+                out = made
+            } else {
+                out = try context.empty(node.shape)
+                owned.append(out)
+            }
             try execute(node, input: input, value: { buffers[$0]! }, output: out)
             buffers[node.id] = out
         }
         let result = try Dictionary(uniqueKeysWithValues: wanted.map { ($0, try context.download(buffers[$0]!)) })
-        for b in buffers.values { context.recycle(b) }
+        for b in owned { context.recycle(b) }
         return result
     }
 
+    /// Views (channel slices of a concat buffer) reach only the kernels that take them: outputs
+    /// of LayerNorm, resize and dense 3x3 convolutions, the input of adaptive pooling.
+    private func checkViews(_ node: Node, value: (Int) -> DeviceTensor, output: DeviceTensor) throws {
+        var outputView = false, inputView = false
+        switch node.op {
+        case .layerNorm, .resize: outputView = true
+        case let .conv3x3(_, _, _, _, depthwise): outputView = !depthwise
+        case .adaptiveAvgPool: inputView = true
+        case .concat: return
+        default: break
+        }
+        if !outputView, !output.isDense {
+            throw MilaError.unsupported(op: node.name, message: "\(node.op.kind) cannot write a channel slice of a concat")
+        }
+        for (i, operand) in node.operands.enumerated() where !(inputView && i == 0) && !value(operand).isDense {
+            throw MilaError.unsupported(op: node.name, message: "\(node.op.kind) cannot read the channel slice \(operand)")
+        }
+    }
+
     private func execute(_ node: Node, input: Tensor, value: (Int) -> DeviceTensor, output: DeviceTensor) throws {
+        try checkViews(node, value: value, output: output)
         let x = node.inputs.first.map(value)
         let residual = node.residual.map(value), multiply = node.multiply.map(value)
         switch node.op {
@@ -151,6 +190,14 @@ public final class CLBackend: Backend {
             _ = try context.elementwise(value(node.inputs[0]), value(node.inputs[1]), .multiply, output: output)
         case let .activation(a):
             _ = try context.activation(x!, a, output: output)
+        case let .resize(height, width):
+            _ = try context.resizeBilinear(x!, height: height, width: width, output: output)
+        case let .adaptiveAvgPool(size):
+            _ = try context.adaptiveAvgPool(x!, size: size, output: output)
+        case .concat:
+            break  // every producer has written its slice of this buffer
+        case let .resizeArgmax(midHeight, midWidth, height, width):
+            _ = try context.resizeArgmax(x!, midHeight: midHeight, midWidth: midWidth, height: height, width: width, output: output)
         case .meanTokens:
             let s = x!.shape
             _ = try context.meanTokens(DeviceTensor(buffer: x!.buffer, shape: [s[0], s[1] * s[2], s[3]]), output: output)

@@ -64,6 +64,14 @@ public final class ReferenceBackend: Backend {
                 y = try Reference.elementwise(values[node.inputs[0]]!, values[node.inputs[1]]!, .multiply)
             case let .activation(a):
                 y = Reference.activation(x!, a)
+            case let .resize(height, width):
+                y = try Reference.resizeBilinear(x!, height: height, width: width)
+            case let .adaptiveAvgPool(size):
+                y = try Reference.adaptiveAvgPool(x!, size: size)
+            case .concat:
+                y = try Reference.concat(node.inputs.map { values[$0]! })
+            case let .resizeArgmax(midHeight, midWidth, height, width):
+                y = try Reference.resizeArgmax(x!, midHeight: midHeight, midWidth: midWidth, height: height, width: width)
             case .meanTokens:
                 let s = x!.shape
                 y = try Reference.meanTokens(try Tensor(shape: [s[0], s[1] * s[2], s[3]], data: x!.data))

@@ -156,10 +156,22 @@ enum PyTorchCheckpoint {
         if strip { metadata["pytorch.stripped_prefix"] = prefix }
         if let config = heap.item(root, "config"), let json = trainingConfig(heap: heap, config) { metadata["mila.config"] = json }
         // mmcv / mmseg / mmcls record the class names in meta.CLASSES.
-        if let classes = heap.item(root, "meta").flatMap({ heap.item($0, "CLASSES") }).flatMap({ heap.sequence($0) }) {
+        let meta = heap.item(root, "meta")
+        if let classes = meta.flatMap({ heap.item($0, "CLASSES") }).flatMap({ heap.sequence($0) }) {
             let names = classes.compactMap { heap.string($0) }
             if names.count == classes.count, !names.isEmpty,
                let json = try? JSONSerialization.data(withJSONObject: names) { metadata["pytorch.classes"] = String(decoding: json, as: UTF8.self) }
+        }
+        // mmseg records the palette in meta.PALETTE ([r, g, b] per class) and the run's config
+        // as Python source text in meta.config.
+        if let rows = meta.flatMap({ heap.item($0, "PALETTE") }).flatMap({ heap.sequence($0) }) {
+            let palette = rows.compactMap { row in heap.sequence(row).map { $0.compactMap { heap.int($0) } } }
+            if palette.count == rows.count, palette.allSatisfy({ $0.count == 3 }),
+               let json = try? JSONSerialization.data(withJSONObject: palette) { metadata["pytorch.palette"] = String(decoding: json, as: UTF8.self) }
+        }
+        if metadata["mila.config"] == nil, let text = meta.flatMap({ heap.item($0, "config") }).flatMap({ heap.string($0) }),
+           let json = MMConfigText.segmentationConfig(text) {
+            metadata["mila.config"] = json
         }
         return (tensors, metadata)
     }

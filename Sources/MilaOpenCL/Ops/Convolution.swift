@@ -6,10 +6,17 @@ import MilaCore
 public struct Conv3x3Weights {
     public let weightShape: [Int]
     public let depthwise: Bool
+    /// Run by conv3x3_igemm (CoutP a multiple of 64, with a row of Cin zeros for the padding).
+    public let implicitGemm: Bool
     let packed: CLBuffer
     let bias: CLBuffer?
+    let zeros: CLBuffer?
     let paddedOutChannels: Int
     public var outChannels: Int { weightShape[0] }
+
+    /// Dense convolutions with at least this many input channels run as an implicit GEMM on
+    /// CPUs (the UperNet head's 512-2816; the stem's 3-32 stay on conv3x3's smaller tiles).
+    public static let implicitGemmMinChannels = 64
 
     /// Float16 vectors of output channels per work-item of the CPU conv3x3 kernel (COV): 2 when
     /// Cout > 16 (an 8-pixel x 32-channel tile), else 1 (16 x 16); XPW = 16 / COV pixels. On the
@@ -18,7 +25,9 @@ public struct Conv3x3Weights {
         outChannels > 16 ? 2 : 1
     }
 
-    public init(context: CLContext, weight: Tensor, bias: Tensor?, depthwise: Bool) throws {
+    /// `implicitGemm` forces the kernel choice (tests); by default a CPU device takes it for
+    /// `implicitGemmMinChannels` input channels or more.
+    public init(context: CLContext, weight: Tensor, bias: Tensor?, depthwise: Bool, implicitGemm: Bool? = nil) throws {
         let op = depthwise ? "dwconv3x3" : "conv3x3"
         guard weight.shape.count == 4, weight.shape[2] == 3, weight.shape[3] == 3, !depthwise || weight.shape[1] == 1 else {
             throw MilaError.shapeMismatch(op: op, tensor: "weight", expected: depthwise ? "(C, 1, 3, 3)" : "(Cout, Cin, 3, 3)",
@@ -30,6 +39,9 @@ public struct Conv3x3Weights {
         }
         weightShape = weight.shape
         self.depthwise = depthwise
+        let igemm = !depthwise && (implicitGemm ?? (context.variant == .cpu && cin >= Self.implicitGemmMinChannels))
+        self.implicitGemm = igemm
+        zeros = igemm ? try context.upload([Float](repeating: 0, count: cin)) : nil
         if depthwise {
             paddedOutChannels = cout
             var packed = [Float](repeating: 0, count: 9 * cout)
@@ -37,7 +49,7 @@ public struct Conv3x3Weights {
             self.packed = try context.upload(packed)
             self.bias = try bias.map { try context.upload($0.data) }
         } else {
-            let coutP = roundUp(cout, to: 16 * Self.channelVectors(outChannels: cout))
+            let coutP = roundUp(cout, to: igemm ? 64 : 16 * Self.channelVectors(outChannels: cout))
             paddedOutChannels = coutP
             var packed = [Float](repeating: 0, count: 9 * cin * coutP)
             for o in 0..<cout {
@@ -51,16 +63,21 @@ public struct Conv3x3Weights {
 
 extension CLContext {
     /// 3x3 convolution, pad 1, stride 1 or 2, on (B, H, W, C), dense or depthwise by the weights;
-    /// bias, activation (none/ReLU, and SiLU for depthwise) and residual fused.
+    /// bias, activation (none/ReLU, and SiLU for depthwise) and residual fused. A dense
+    /// convolution may write a view (a channel slice of a concat buffer); x and residual are dense.
     public func conv3x3(_ x: DeviceTensor, _ weights: Conv3x3Weights, stride: Int, activation: Activation = .none,
                         residual: DeviceTensor? = nil, output: DeviceTensor? = nil) throws -> DeviceTensor {
         let spec = try Conv3x3Spec(input: x.shape, weight: weights.weightShape, bias: weights.bias.map { _ in [weights.outChannels] },
                                    residual: residual?.shape, stride: stride, depthwise: weights.depthwise, activation: activation)
+        let op = weights.depthwise ? "dwconv3x3" : "conv3x3"
         let y = try output ?? empty(spec.outputShape)
         guard y.shape == spec.outputShape else {
-            throw MilaError.shapeMismatch(op: weights.depthwise ? "dwconv3x3" : "conv3x3", tensor: "output",
-                                          expected: Shape.describe(spec.outputShape), actual: y.shape)
+            throw MilaError.shapeMismatch(op: op, tensor: "output", expected: Shape.describe(spec.outputShape), actual: y.shape)
         }
+        try x.requireDense(op, "input")
+        try residual?.requireDense(op, "residual")
+        if weights.depthwise { try y.requireDense(op, "output") }
+        let view: [KernelArgument] = [.int(Int32(y.offset)), .int(Int32(y.pixelStride))]
         var flags: EpilogueFlags = []
         if weights.bias != nil { flags.insert(.bias) }
         if residual != nil { flags.insert(.residual) }
@@ -80,6 +97,15 @@ extension CLContext {
                                    .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
                                    .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue),
                                    .int(Int32(blocks))])
+        } else if weights.implicitGemm {
+            let kernel = try self.kernel(.conv3x3, "conv3x3_igemm")
+            try launch(kernel, global: [ceilDiv(spec.outWidth, 4), spec.batch * spec.outHeight, weights.paddedOutChannels / 64],
+                       local: [1, 1, 1],
+                       arguments: [.int(h), .int(w), .int(Int32(spec.inChannels)), .int(ho), .int(wo), .int(Int32(spec.outChannels)),
+                                   .int(Int32(weights.paddedOutChannels)), .int(Int32(stride)),
+                                   .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
+                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)]
+                           + view + [.buffer(weights.zeros!)])
         } else {
             let vec = gpu ? 4 : 16
             let cov = gpu ? 1 : Conv3x3Weights.channelVectors(outChannels: spec.outChannels)
@@ -89,7 +115,8 @@ extension CLContext {
                        arguments: [.int(h), .int(w), .int(Int32(spec.inChannels)), .int(ho), .int(wo), .int(Int32(spec.outChannels)),
                                    .int(Int32(weights.paddedOutChannels)), .int(Int32(stride)),
                                    .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
-                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
+                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)]
+                           + view)
         }
         return y
     }

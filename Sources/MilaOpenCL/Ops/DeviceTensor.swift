@@ -1,15 +1,41 @@
 import MilaCore
 
 /// A tensor on the device: a buffer and the shape it holds (same layouts as `Tensor`).
+/// A view of a channel slice (a concatenated value) starts `offset` floats into the buffer and
+/// steps `pixelStride` floats from one pixel (row of the last dimension) to the next; only the
+/// kernels that say so take views.
 public struct DeviceTensor {
     public let buffer: CLBuffer
     public let shape: [Int]
+    public let offset: Int
+    public let pixelStride: Int
     public var count: Int { Shape.count(shape) }
+    public var isDense: Bool { offset == 0 && pixelStride == (shape.last ?? 1) }
 
     public init(buffer: CLBuffer, shape: [Int]) {
         precondition(buffer.count >= Shape.count(shape), "buffer smaller than its shape")
         self.buffer = buffer
         self.shape = shape
+        self.offset = 0
+        self.pixelStride = shape.last ?? 1
+    }
+
+    /// Channels [offset, offset + shape.last) of a buffer holding pixels of `pixelStride` floats.
+    public init(buffer: CLBuffer, shape: [Int], offset: Int, pixelStride: Int) {
+        let c = shape.last ?? 1
+        precondition(offset >= 0 && offset + c <= pixelStride, "slice outside the pixel")
+        precondition(buffer.count >= Shape.count(shape) / c * pixelStride, "buffer smaller than its view")
+        self.buffer = buffer
+        self.shape = shape
+        self.offset = offset
+        self.pixelStride = pixelStride
+    }
+
+    /// Throws unless the tensor is dense (for kernels that do not take views).
+    func requireDense(_ op: String, _ name: String) throws {
+        guard isDense else {
+            throw MilaError.unsupported(op: op, message: "\(name) is a channel slice (offset \(offset), pixel stride \(pixelStride)); this kernel reads dense tensors only")
+        }
     }
 }
 
@@ -19,7 +45,12 @@ extension CLContext {
     }
 
     public func download(_ tensor: DeviceTensor) throws -> Tensor {
-        try Tensor(shape: tensor.shape, data: download(tensor.buffer, count: tensor.count))
+        if tensor.isDense { return try Tensor(shape: tensor.shape, data: download(tensor.buffer, count: tensor.count)) }
+        let c = tensor.shape.last ?? 1, pixels = tensor.count / c
+        let all = try download(tensor.buffer, count: pixels * tensor.pixelStride)
+        var data = [Float](repeating: 0, count: tensor.count)
+        for p in 0..<pixels { for i in 0..<c { data[p * c + i] = all[p * tensor.pixelStride + tensor.offset + i] } }
+        return try Tensor(shape: tensor.shape, data: data)
     }
 
     /// An uninitialised device tensor (buffer from the pool).

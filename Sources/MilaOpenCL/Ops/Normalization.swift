@@ -17,13 +17,16 @@ public struct LayerNormWeights {
 }
 
 extension CLContext {
-    /// LayerNorm over the last dimension of x (..., C).
+    /// LayerNorm over the last dimension of x (..., C); the output may be a view (a channel
+    /// slice of a concat buffer), x is dense.
     public func layerNorm(_ x: DeviceTensor, _ weights: LayerNormWeights, eps: Float = 1e-5,
                           output: DeviceTensor? = nil) throws -> DeviceTensor {
         let spec = try LayerNormSpec(input: x.shape, weight: [weights.channels], bias: [weights.channels])
         let y = try output ?? empty(x.shape)
+        try x.requireDense("layernorm", "input")
         let arguments: [KernelArgument] = [.int(Int32(spec.rows)), .int(Int32(spec.channels)), .float(eps), .buffer(x.buffer),
-                                           .buffer(weights.weight), .buffer(weights.bias), .buffer(y.buffer)]
+                                           .buffer(weights.weight), .buffer(weights.bias), .buffer(y.buffer),
+                                           .int(Int32(y.offset)), .int(Int32(y.pixelStride))]
         if variant == .gpu {
             let groupSize = 64
             try launch(try kernel(.layernorm, "layernorm_wg", defines: ["LN_WG=\(groupSize)"]),
