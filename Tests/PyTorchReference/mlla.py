@@ -49,7 +49,7 @@ def rope(x):
     ys = torch.arange(h, dtype=torch.float64)[:, None, None] * theta  # (H, 1, k_max)
     xs = torch.arange(w, dtype=torch.float64)[None, :, None] * theta  # (1, W, k_max)
     angles = torch.cat([ys.expand(h, w, k_max), xs.expand(h, w, k_max)], dim=-1)  # (H, W, C/2)
-    cos, sin = torch.cos(angles).float(), torch.sin(angles).float()
+    cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)  # float32 for float32 x, as before
     re, im = x[..., 0::2], x[..., 1::2]
     out = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1)
     return out.reshape(b, h, w, c)
@@ -208,3 +208,53 @@ class MLLA(nn.Module):
                 x, h, w = stage.downsample(x, h, w)
         logits = self.head(self.norm(x).mean(dim=1))
         return logits, stages
+
+
+class RotationTable(nn.Module):
+    """The `attn.rope` module of the released dense-prediction backbones: one buffer `rotations`
+    (H, W, C/2, 2) holding (cos, sin) of rope()'s angles for the grid of a fixed input size
+    (img_size 224: 56, 28, 14, 7). The forward never reads it (rope() recomputes the angles for
+    each input's own grid); it exists so that state dicts carry the tensor real checkpoints carry."""
+
+    def __init__(self, h, w, c):
+        super().__init__()
+        k_max = c // 4
+        theta = 1.0 / (10000.0 ** (torch.arange(k_max, dtype=torch.float64) / k_max))
+        ys = torch.arange(h, dtype=torch.float64)[:, None, None] * theta
+        xs = torch.arange(w, dtype=torch.float64)[None, :, None] * theta
+        angles = torch.cat([ys.expand(h, w, k_max), xs.expand(h, w, k_max)], dim=-1)  # (H, W, C/2)
+        self.register_buffer("rotations", torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1).float())
+
+
+class MLLABackbone(nn.Module):
+    """The dense-prediction MLLA (detection and segmentation, ../../../shared/spec/upernet-segmentation.md
+    section 2): the classifier's stem and stages, a LayerNorm `norm{s}` on every stage output, no
+    `norm` / `head`. State-dict names are those of the released checkpoints without their `backbone.`
+    prefix, `layers.*.blocks.*.attn.rope.rotations` included (built for `img_size`, unused)."""
+
+    def __init__(self, embed_dim=96, depths=(3, 6, 21, 6), num_heads=(3, 6, 12, 24), mlp_ratio=4.0, img_size=224):
+        super().__init__()
+        self.patch_embed = Stem(embed_dim)
+        self.layers = nn.ModuleList([
+            Stage(embed_dim * 2 ** s, depths[s], num_heads[s], s < len(depths) - 1, mlp_ratio) for s in range(len(depths))])
+        for s, stage in enumerate(self.layers):
+            side = img_size // 4 // 2 ** s
+            for block in stage.blocks:
+                block.attn.rope = RotationTable(side, side, embed_dim * 2 ** s)
+        for s in range(len(depths)):
+            self.add_module(f"norm{s}", nn.LayerNorm(embed_dim * 2 ** s, eps=1e-5))
+
+    def forward(self, image):
+        """image (B, 3, H, W) -> [norm{s}(stage s output) as (B, C_s, H_s, W_s)], H_1 = ceil(H/4), H_(s+1) = ceil(H_s/2)."""
+        x = self.patch_embed(image)
+        h, w = x.shape[2], x.shape[3]
+        x = x.flatten(2).transpose(1, 2)
+        outputs = []
+        for s, stage in enumerate(self.layers):
+            for block in stage.blocks:
+                x = block(x, h, w)
+            y = getattr(self, f"norm{s}")(x)
+            outputs.append(y.transpose(1, 2).reshape(x.shape[0], -1, h, w))
+            if stage.downsample is not None:
+                x, h, w = stage.downsample(x, h, w)
+        return outputs
