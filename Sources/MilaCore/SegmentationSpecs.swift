@@ -26,6 +26,8 @@ public struct ResizeSpec: Equatable, Sendable {
 public struct BilinearTap: Equatable, Sendable {
     public let i0: Int, i1: Int
     public let w0: Float, w1: Float
+
+    public init(i0: Int, i1: Int, w0: Float, w1: Float) { (self.i0, self.i1, self.w0, self.w1) = (i0, i1, w0, w1) }
 }
 
 public enum Bilinear {

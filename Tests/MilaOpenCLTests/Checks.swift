@@ -44,8 +44,8 @@ struct ConvCase: CustomTestStringConvertible, Sendable {
     }
 }
 
-func checkConv(_ context: CLContext, _ c: ConvCase) throws {
-    let label = "\(c.testDescription) variant=\(context.variant)"
+func checkConv(_ context: CLContext, _ c: ConvCase, implicitGemm: Bool? = nil) throws {
+    let label = "\(c.testDescription) variant=\(context.variant)" + (implicitGemm.map { " igemm=\($0)" } ?? "")
     let cout = c.depthwise ? c.inChannels : c.outChannels
     let x = try random([c.batch, c.height, c.width, c.inChannels], label + "x")
     let w = try random(c.depthwise ? [cout, 1, 3, 3] : [cout, c.inChannels, 3, 3], label + "w", in: -0.5...0.5)
@@ -54,7 +54,7 @@ func checkConv(_ context: CLContext, _ c: ConvCase) throws {
     let r = c.residual ? try random(outShape, label + "r") : nil
     let expected = try Reference.conv3x3(x, weight: w, bias: b, stride: c.stride, depthwise: c.depthwise,
                                          activation: c.activation, residual: r)
-    let weights = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: c.depthwise)
+    let weights = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: c.depthwise, implicitGemm: implicitGemm)
     let y = try context.conv3x3(try context.upload(x), weights, stride: c.stride, activation: c.activation,
                                 residual: try r.map { try context.upload($0) })
     expectClose(try context.download(y), expected, Tolerances.accumulation, label)

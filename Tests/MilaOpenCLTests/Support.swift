@@ -44,6 +44,15 @@ enum Tolerances {
     /// Mean over tokens: 256-token float chunks, Kahan across chunks: about 256 * 2^-24 worst
     /// case per chunk sum, relative; independent of L.
     static let mean = Tolerance(relativeToMax: 2e-6, absolute: 1e-7)
+    /// Bilinear resize: the taps are the reference's (float32, MilaCore.Bilinear), then at most 6
+    /// float32 roundings of a convex combination, about 4 ulp of max|x| (2.4e-7 at 1): 4x room.
+    static let resize = Tolerance(relativeToMax: 1e-6, absolute: 1e-7)
+    /// Adaptive pooling: a float32 sum of at most ~30 bin values, then one division.
+    static let pool = Tolerance(relativeToMax: 2e-6, absolute: 1e-7)
+    /// Two resizes and an argmax: logits in [-4, 4] go through ~12 float32 roundings in the kernel
+    /// and the reference's float32 intermediate, ~1e-6 each way; a label may differ from the
+    /// reference's only when its top two classes are closer than 1e-5 (10x that).
+    static let argmaxTie = 1e-5
     /// Elementwise add/multiply and padding are exact in float32 (one rounding, as the
     /// reference's Float64 result rounded to float).
     static let exact = Tolerance(relativeToMax: 0, absolute: 0)

@@ -98,7 +98,8 @@ extension CLContext {
                                    .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue),
                                    .int(Int32(blocks))])
         } else if weights.implicitGemm {
-            let kernel = try self.kernel(.conv3x3, "conv3x3_igemm")
+            // conv3x3.cl needs a VEC for its other kernel; the CPU conv3x3 build serves both.
+            let kernel = try self.kernel(.conv3x3, "conv3x3_igemm", defines: ["VEC=16", "XPW=8", "COV=2"])
             try launch(kernel, global: [ceilDiv(spec.outWidth, 4), spec.batch * spec.outHeight, weights.paddedOutChannels / 64],
                        local: [1, 1, 1],
                        arguments: [.int(h), .int(w), .int(Int32(spec.inChannels)), .int(ho), .int(wo), .int(Int32(spec.outChannels)),
