@@ -1,8 +1,12 @@
 import Foundation
 import MilaCore
 
-/// NumPy `.npy` files: little-endian float32, C order, format versions 1.0 to 3.0.
+/// NumPy `.npy` files: C order, format versions 1.0 to 3.0; float32 (what the engine writes),
+/// and float64, int32, int64 and uint8 arrays (label maps, images) read as float32 values.
 public enum NPY {
+    static let dtypes: [String: StorageDType] = ["<f4": .float32, "|f4": .float32, "<f8": .float64, "<i4": .int32,
+                                                 "<i8": .int64, "|u1": .uint8, "<u1": .uint8]
+
     public static func read(_ path: String) throws -> Tensor {
         try read(try WeightFile.mapped(path), name: path)
     }
@@ -20,8 +24,8 @@ public enum NPY {
             let start = major == 1 ? 10 : 12
             guard headerLength <= raw.count - start else { throw WeightFileError(file: path, ".npy header runs past the end") }
             let header = String(decoding: raw[start..<(start + headerLength)], as: UTF8.self)
-            guard header.contains("'descr': '<f4'") || header.contains("'descr': '|f4'") else {
-                throw WeightFileError(file: path, ".npy dtype must be little-endian float32 ('<f4'); header: \(header.prefix(200).trimmingCharacters(in: .whitespacesAndNewlines))")
+            guard let dtype = dtypes.first(where: { header.contains("'descr': '\($0.key)'") })?.value else {
+                throw WeightFileError(file: path, ".npy dtype must be little-endian float32, float64, int32, int64 or uint8; header: \(header.prefix(200).trimmingCharacters(in: .whitespacesAndNewlines))")
             }
             guard header.contains("'fortran_order': False") else { throw WeightFileError(file: path, ".npy must be C order") }
             guard let open = header.range(of: "'shape': ("), let close = header[open.upperBound...].firstIndex(of: ")") else {
@@ -33,10 +37,10 @@ public enum NPY {
                 throw WeightFileError(file: path, ".npy shape (\(header[open.upperBound..<close].prefix(80))) is not a tuple of non-negative integers")
             }
             let dataStart = start + headerLength
-            guard let count = Checked.product(shape), let bytes = Checked.multiply(count, 4), raw.count - dataStart == bytes else {
-                throw WeightFileError(file: path, ".npy holds \(raw.count - dataStart) data bytes, which shape \(shape) of float32 does not fit")
+            guard let count = Checked.product(shape), let bytes = Checked.multiply(count, dtype.byteSize), raw.count - dataStart == bytes else {
+                throw WeightFileError(file: path, ".npy holds \(raw.count - dataStart) data bytes, which shape \(shape) of \(dtype.rawValue) does not fit")
             }
-            let values = Bytes.floats(raw, offset: dataStart, dtype: .float32, count: count) { $0 }
+            let values = Bytes.floats(raw, offset: dataStart, dtype: dtype, count: count) { $0 }
             return try Tensor(shape: shape.isEmpty ? [1] : shape, data: values)
         }
     }

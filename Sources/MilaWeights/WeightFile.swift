@@ -50,16 +50,17 @@ public final class WeightFile: TensorSource, @unchecked Sendable {
     /// Tensors left out because they belong to the rest of a detector or segmenter (see below).
     public let droppedTensors: Int
 
-    /// A checkpoint of a whole detection or segmentation model keeps the backbone under
-    /// `backbone.`: then only those tensors are the model's (prefix removed), and the neck and
-    /// heads are left out.
+    /// A checkpoint of a whole detector keeps the backbone under `backbone.`: then only those
+    /// tensors are the model's (prefix removed), and the neck and heads are left out. A
+    /// segmentation checkpoint with an UPerHead (`decode_head.conv_seg.weight`) is a model the
+    /// engine runs whole, so it keeps every name.
     init(path: String, format: String, data: Data, tensors: [String: StoredTensor], metadata: [String: String]) {
         self.path = path
         self.format = format
         self.data = data
         self.metadata = metadata
         let prefix = "backbone."
-        if tensors.keys.contains(where: { $0.hasPrefix(prefix) }) {
+        if tensors.keys.contains(where: { $0.hasPrefix(prefix) }), tensors["decode_head.conv_seg.weight"] == nil {
             var kept: [String: StoredTensor] = [:]
             for (name, t) in tensors where name.hasPrefix(prefix) { kept[String(name.dropFirst(prefix.count))] = t }
             self.tensors = kept
