@@ -234,7 +234,10 @@ static void png_write_memory(png_structp png, png_bytep bytes, png_size_t count)
 
 static void png_flush_memory(png_structp png) { (void)png; }
 
-mila_encoded mila_encode_png(const uint8_t *rgb, int width, int height) {
+// Writes rows of `row_bytes` bytes as a PNG of the given colour type; `palette` (count entries of
+// r, g, b) only for PNG_COLOR_TYPE_PALETTE.
+static mila_encoded encode_png(const uint8_t *pixels, int width, int height, int color_type, size_t row_bytes,
+                               const uint8_t *palette, int count) {
     mila_encoded result = {0};
     if (width <= 0 || height <= 0) {
         snprintf(result.error, sizeof result.error, "image size %dx%d is empty", width, height);
@@ -249,6 +252,7 @@ mila_encoded mila_encode_png(const uint8_t *rgb, int width, int height) {
         return result;
     }
     struct png_sink sink = {0};
+    png_color colors[256];
     if (setjmp(png_jmpbuf(png))) {
         snprintf(result.error, sizeof result.error, "PNG encoding failed: %s", png_message);
         png_destroy_write_struct(&png, &info);
@@ -256,10 +260,18 @@ mila_encoded mila_encode_png(const uint8_t *rgb, int width, int height) {
         return result;
     }
     png_set_write_fn(png, &sink, png_write_memory, png_flush_memory);
-    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, color_type, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (color_type == PNG_COLOR_TYPE_PALETTE) {
+        for (int i = 0; i < count; ++i) {
+            colors[i].red = palette[3 * i];
+            colors[i].green = palette[3 * i + 1];
+            colors[i].blue = palette[3 * i + 2];
+        }
+        png_set_PLTE(png, info, colors, count);
+    }
     png_write_info(png, info);
-    for (int y = 0; y < height; ++y) png_write_row(png, (png_const_bytep)(rgb + (size_t)y * width * 3));
+    for (int y = 0; y < height; ++y) png_write_row(png, (png_const_bytep)(pixels + (size_t)y * row_bytes));
     png_write_end(png, NULL);
     png_destroy_write_struct(&png, &info);
     if (sink.failed) {
@@ -270,6 +282,26 @@ mila_encoded mila_encode_png(const uint8_t *rgb, int width, int height) {
     result.bytes = sink.data;
     result.size = sink.size;
     return result;
+}
+
+mila_encoded mila_encode_png(const uint8_t *rgb, int width, int height) {
+    return encode_png(rgb, width, height, PNG_COLOR_TYPE_RGB, (size_t)width * 3, NULL, 0);
+}
+
+mila_encoded mila_encode_png_palette(const uint8_t *indices, int width, int height, const uint8_t *palette, int count) {
+    if (count < 1 || count > 256) {
+        mila_encoded result = {0};
+        snprintf(result.error, sizeof result.error, "a palette PNG holds 1 to 256 colours, not %d", count);
+        return result;
+    }
+    for (size_t i = 0; width > 0 && height > 0 && i < (size_t)width * height; ++i) {
+        if (indices[i] >= count) {
+            mila_encoded result = {0};
+            snprintf(result.error, sizeof result.error, "index %d at pixel %zu is outside the %d-colour palette", indices[i], i, count);
+            return result;
+        }
+    }
+    return encode_png(indices, width, height, PNG_COLOR_TYPE_PALETTE, (size_t)width, palette, count);
 }
 
 void mila_encoded_free(mila_encoded *encoded) {

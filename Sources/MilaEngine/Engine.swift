@@ -55,11 +55,17 @@ public final class Engine {
         return try WeightFile.open(model, stateDictKey: stateDictKey)
     }
 
-    /// The graph for a (batch, height, width) input, cached.
-    public func graph(batch: Int, height: Int, width: Int) throws -> Graph {
-        let key = "\(batch)x\(height)x\(width)"
+    /// Whether the model is a segmenter (backbone + UPerHead).
+    public var isSegmentation: Bool { config.segmentation != nil }
+
+    /// The graph for a (batch, height, width) input, cached; `segmentation` says what a
+    /// segmentation graph ends with (ignored by other models).
+    public func graph(batch: Int, height: Int, width: Int,
+                      segmentation: ModelGraph.SegmentationOutput = .headLogits) throws -> Graph {
+        let key = "\(batch)x\(height)x\(width) \(segmentation)"
         if let g = graphs[key] { return g }
-        let g = try ModelGraph.build(config: config, weightShapes: weights.mapValues(\.shape), batch: batch, height: height, width: width)
+        let g = try ModelGraph.build(config: config, weightShapes: weights.mapValues(\.shape), batch: batch, height: height, width: width,
+                                     segmentation: segmentation)
         try backend.checkSupport(g)
         graphs[key] = g
         return g
@@ -73,11 +79,23 @@ public final class Engine {
     }
 
     /// Runs an (N, 3, H, W) batch; returns the graph and the values of its outputs (and `keep`).
-    public func run(nchw input: Tensor, keep: Set<Int> = []) throws -> (Graph, [Int: Tensor]) {
+    public func run(nchw input: Tensor, keep: Set<Int> = [], segmentation: ModelGraph.SegmentationOutput = .headLogits) throws -> (Graph, [Int: Tensor]) {
         guard input.shape.count == 4, input.shape[1] == 3 else {
             throw MilaError.shapeMismatch(op: "run", tensor: "input", expected: "(N, 3, H, W)", actual: input.shape)
         }
-        let g = try graph(batch: input.shape[0], height: input.shape[2], width: input.shape[3])
+        let g = try graph(batch: input.shape[0], height: input.shape[2], width: input.shape[3], segmentation: segmentation)
         return (g, try backend.run(g, input: try Layout.channelsLast(input), keep: keep))
+    }
+
+    /// A segmentation model's label maps for a preprocessed (N, 3, h, w) batch at (height,
+    /// width): the head's logits resized to (h, w), then to (height, width), argmax (mmseg's
+    /// whole-image inference), fused so no per-class full-size tensor exists. Returns
+    /// (N, height, width) class indices.
+    public func labels(nchw input: Tensor, height: Int, width: Int) throws -> [[Int32]] {
+        guard isSegmentation else { throw ModelError.config("\(source) is not a segmentation model (no decode_head)") }
+        let (g, values) = try run(nchw: input, segmentation: .labels(height: height, width: width))
+        let map = values[g.outputs["labels"]!]!
+        let n = height * width
+        return (0..<input.shape[0]).map { b in map.data[(b * n)..<((b + 1) * n)].map { Int32($0) } }
     }
 }

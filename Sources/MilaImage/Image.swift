@@ -99,6 +99,22 @@ public enum ImageEncoder {
         return Data(bytes: bytes, count: encoded.size)
     }
 
+    /// A label map (row-major, `width` x `height` indices) as an 8-bit palette PNG: the pixel
+    /// values are the class indices and `palette` (r, g, b per class, at most 256) colours them.
+    public static func palettePNG(indices: [UInt8], width: Int, height: Int, palette: [[Int]]) throws -> Data {
+        precondition(indices.count == width * height)
+        let colours = palette.flatMap { $0.map { UInt8(clamping: $0) } }
+        var encoded = indices.withUnsafeBufferPointer { p in
+            colours.withUnsafeBufferPointer { c in mila_encode_png_palette(p.baseAddress, Int32(width), Int32(height), c.baseAddress, Int32(palette.count)) }
+        }
+        defer { mila_encoded_free(&encoded) }
+        guard let bytes = encoded.bytes else {
+            let message = withUnsafeBytes(of: encoded.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            throw ImageError(file: "<png>", message: message)
+        }
+        return Data(bytes: bytes, count: encoded.size)
+    }
+
     /// Writes the image as a PNG file at `path`.
     public static func writePNG(_ image: RGBImage, to path: String) throws {
         let data = try png(image)

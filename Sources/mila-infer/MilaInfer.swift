@@ -14,7 +14,7 @@ struct MilaInfer: ParsableCommand {
             MILA_KERNEL_DIR loads Kernels/*.cl from a folder instead of the embedded copies; \
             MILA_CACHE_DIR moves the program cache (MILA_KERNEL_CACHE=0 turns it off).
             """,
-        subcommands: [Classify.self, Run.self, Check.self, Eval.self, Bench.self, Models.self, Devices.self],
+        subcommands: [Classify.self, Segment.self, Run.self, Check.self, Eval.self, Bench.self, Models.self, Devices.self],
         defaultSubcommand: Classify.self)
 }
 
@@ -41,7 +41,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "Model file (safetensors, or a PyTorch checkpoint in the zip or legacy format), or the name of an embedded model (see `mila-infer models`).")
     var model: String?
 
-    @Option(name: .long, help: "Architecture preset (mlla_t, mlla_s, mlla_b) when the file does not say; alone, runs random weights.")
+    @Option(name: .long, help: "Architecture preset (mlla_t, mlla_s, mlla_b, mila_fg_t/s/b, mlla_t/s/b_upernet) when the file does not say; alone, runs random weights.")
     var arch: String?
 
     @Option(name: .customLong("state-dict"), help: "Entry of a PyTorch checkpoint holding the state dict, e.g. state_dict_ema or model_ema (default: 'model', else 'state_dict', else the top level).")

@@ -32,6 +32,9 @@ typedef struct {
 
 // Encodes width * height * 3 bytes of RGB as an 8-bit RGB PNG in memory.
 mila_encoded mila_encode_png(const uint8_t *rgb, int width, int height);
+// Encodes width * height palette indices (each < count) as an 8-bit palette PNG whose PLTE holds
+// `count` (1..256) r, g, b triples: a label map that viewers show in the classes' colours.
+mila_encoded mila_encode_png_palette(const uint8_t *indices, int width, int height, const uint8_t *palette, int count);
 void mila_encoded_free(mila_encoded *encoded);
 
 #endif
