@@ -109,62 +109,96 @@ __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, con
     c0 = fma((float16)(x), w0, c0); c1 = fma((float16)(x), w1, c1); \
     c2 = fma((float16)(x), w2, c2); c3 = fma((float16)(x), w3, c3);
 
+// A partial sum of an earlier launch (16 channels from col), zeros past Cout.
+inline float16 igemm_load16(int col, int Cout, size_t pixel, __global const float* out, int outOffset, int outStride) {
+    const size_t o = outOffset + pixel * outStride + col;
+    if (col + 16 <= Cout) return vload16(0, out + o);
+    float lanes[16];
+    for (int j = 0; j < 16; ++j) lanes[j] = col + j < Cout ? out[o + j] : 0.0f;
+    return vload16(0, lanes);
+}
+
+// Final launch: bias, activation, residual, store; earlier launches store the raw partial sums.
 inline void igemm_store16(float16 v, int col, int Cout, size_t pixel, __global const float* bias,
                           __global const float* res, __global float* out, int outOffset, int outStride,
-                          int act, int flags) {
+                          int act, int flags, int last) {
     if (col >= Cout) return;
-    if (flags & EPI_BIAS) v += vload16(0, bias + col);
-    v = mila_act_float16(v, act);
+    if (last) {
+        if (flags & EPI_BIAS) v += vload16(0, bias + col);
+        v = mila_act_float16(v, act);
+    }
     const size_t r = pixel * Cout + col, o = outOffset + pixel * outStride + col;
+    const int addResidual = last && (flags & EPI_RESIDUAL);
     if (col + 16 <= Cout) {
-        if (flags & EPI_RESIDUAL) v += vload16(0, res + r);
+        if (addResidual) v += vload16(0, res + r);
         vstore16(v, 0, out + o);
     } else {
         float lanes[16];
         vstore16(v, 0, lanes);
-        for (int j = 0; col + j < Cout; ++j) out[o + j] = lanes[j] + ((flags & EPI_RESIDUAL) ? res[r + j] : 0.0f);
+        for (int j = 0; col + j < Cout; ++j) out[o + j] = lanes[j] + (addResidual ? res[r + j] : 0.0f);
     }
 }
 
-#define IGEMM_STORE(p, c0, c1, c2, c3) \
+#define IGEMM_PIXEL(p) (((size_t)b * Ho + oy) * Wo + ox0 + (p))
+
+#define IGEMM_LOAD(p, c0, c1, c2, c3) \
     if (ox0 + (p) < Wo) { \
-        const size_t pixel = ((size_t)b * Ho + oy) * Wo + ox0 + (p); \
-        igemm_store16(c0, n0, Cout, pixel, bias, res, out, outOffset, outStride, act, flags); \
-        igemm_store16(c1, n0 + 16, Cout, pixel, bias, res, out, outOffset, outStride, act, flags); \
-        igemm_store16(c2, n0 + 32, Cout, pixel, bias, res, out, outOffset, outStride, act, flags); \
-        igemm_store16(c3, n0 + 48, Cout, pixel, bias, res, out, outOffset, outStride, act, flags); \
+        c0 = igemm_load16(n0, Cout, IGEMM_PIXEL(p), out, outOffset, outStride); \
+        c1 = igemm_load16(n0 + 16, Cout, IGEMM_PIXEL(p), out, outOffset, outStride); \
+        c2 = igemm_load16(n0 + 32, Cout, IGEMM_PIXEL(p), out, outOffset, outStride); \
+        c3 = igemm_load16(n0 + 48, Cout, IGEMM_PIXEL(p), out, outOffset, outStride); \
     }
 
+#define IGEMM_STORE(p, c0, c1, c2, c3) \
+    if (ox0 + (p) < Wo) { \
+        igemm_store16(c0, n0, Cout, IGEMM_PIXEL(p), bias, res, out, outOffset, outStride, act, flags, last); \
+        igemm_store16(c1, n0 + 16, Cout, IGEMM_PIXEL(p), bias, res, out, outOffset, outStride, act, flags, last); \
+        igemm_store16(c2, n0 + 32, Cout, IGEMM_PIXEL(p), bias, res, out, outOffset, outStride, act, flags, last); \
+        igemm_store16(c3, n0 + 48, Cout, IGEMM_PIXEL(p), bias, res, out, outOffset, outStride, act, flags, last); \
+    }
+
+// Rows [kBegin, kEnd) of K = 9 Cin (row k = tap * Cin + ci, tap = ky * 3 + kx). A convolution
+// whose weight panel (K x 64 floats per work-item) would not stay in cache is split into
+// launches over K ranges: the first starts from zero, later ones from the partial sums in
+// `out`, and only the last (kEnd == 9 Cin) applies the epilogue. Each launch's panel then
+// serves every pixel tile from cache. Summation order over k is unchanged by the split.
 __kernel void conv3x3_igemm(const int H, const int W, const int Cin, const int Ho, const int Wo, const int Cout,
                             const int CoutP, const int stride, __global const float* in, __global const float* w,
                             __global const float* bias, __global const float* res, __global float* out,
                             const int act, const int flags, const int outOffset, const int outStride,
-                            __global const float* zeros) {
+                            __global const float* zeros, const int kBegin, const int kEnd) {
     const int ox0 = get_global_id(0) * 4;
     const int row = get_global_id(1);
     const int n0 = get_global_id(2) * 64;
     const int b = row / Ho, oy = row % Ho;
     if (ox0 >= Wo || n0 >= Cout) return;
+    const int last = kEnd == 9 * Cin;
     float16 c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
     float16 c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
-    for (int ky = 0; ky < 3; ++ky) {
+    if (kBegin > 0) {
+        IGEMM_LOAD(0, c00, c01, c02, c03)
+        IGEMM_LOAD(1, c10, c11, c12, c13)
+        IGEMM_LOAD(2, c20, c21, c22, c23)
+        IGEMM_LOAD(3, c30, c31, c32, c33)
+    }
+    for (int tap = kBegin / Cin; tap * Cin < kEnd; ++tap) {
+        const int ky = tap / 3, kx = tap % 3;
+        const int ciBegin = max(kBegin - tap * Cin, 0), ciEnd = min(kEnd - tap * Cin, Cin);
         const int iy = oy * stride + ky - 1;
         if (iy < 0 || iy >= H) continue;
         __global const float* inRow = in + ((size_t)b * H + iy) * W * Cin;
-        for (int kx = 0; kx < 3; ++kx) {
-            const int ix0 = ox0 * stride + kx - 1, ix1 = ix0 + stride, ix2 = ix1 + stride, ix3 = ix2 + stride;
-            __global const float* a0 = (ix0 >= 0 && ix0 < W) ? inRow + (size_t)ix0 * Cin : zeros;
-            __global const float* a1 = (ix1 >= 0 && ix1 < W && ox0 + 1 < Wo) ? inRow + (size_t)ix1 * Cin : zeros;
-            __global const float* a2 = (ix2 >= 0 && ix2 < W && ox0 + 2 < Wo) ? inRow + (size_t)ix2 * Cin : zeros;
-            __global const float* a3 = (ix3 >= 0 && ix3 < W && ox0 + 3 < Wo) ? inRow + (size_t)ix3 * Cin : zeros;
-            __global const float* wt = w + (size_t)(ky * 3 + kx) * Cin * CoutP + n0;
-            for (int ci = 0; ci < Cin; ++ci, wt += CoutP) {
-                const float16 w0 = vload16(0, wt), w1 = vload16(1, wt), w2 = vload16(2, wt), w3 = vload16(3, wt);
-                IGEMM_FMA(a0[ci], c00, c01, c02, c03)
-                IGEMM_FMA(a1[ci], c10, c11, c12, c13)
-                IGEMM_FMA(a2[ci], c20, c21, c22, c23)
-                IGEMM_FMA(a3[ci], c30, c31, c32, c33)
-            }
+        const int ix0 = ox0 * stride + kx - 1, ix1 = ix0 + stride, ix2 = ix1 + stride, ix3 = ix2 + stride;
+        __global const float* a0 = (ix0 >= 0 && ix0 < W) ? inRow + (size_t)ix0 * Cin : zeros;
+        __global const float* a1 = (ix1 >= 0 && ix1 < W && ox0 + 1 < Wo) ? inRow + (size_t)ix1 * Cin : zeros;
+        __global const float* a2 = (ix2 >= 0 && ix2 < W && ox0 + 2 < Wo) ? inRow + (size_t)ix2 * Cin : zeros;
+        __global const float* a3 = (ix3 >= 0 && ix3 < W && ox0 + 3 < Wo) ? inRow + (size_t)ix3 * Cin : zeros;
+        __global const float* wt = w + ((size_t)tap * Cin + ciBegin) * CoutP + n0;
+        for (int ci = ciBegin; ci < ciEnd; ++ci, wt += CoutP) {
+            const float16 w0 = vload16(0, wt), w1 = vload16(1, wt), w2 = vload16(2, wt), w3 = vload16(3, wt);
+            IGEMM_FMA(a0[ci], c00, c01, c02, c03)
+            IGEMM_FMA(a1[ci], c10, c11, c12, c13)
+            IGEMM_FMA(a2[ci], c20, c21, c22, c23)
+            IGEMM_FMA(a3[ci], c30, c31, c32, c33)
         }
     }
     IGEMM_STORE(0, c00, c01, c02, c03)

@@ -3,6 +3,8 @@
 // several runs) and prints ms and GFLOP/s or GB/s.
 //
 //   swift run -c release mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only NAME] [--variant NAME,...]
+//   (--only head: the UperNet head's 3x3 convolutions as implicit GEMM against gemm_reg on the same M, K, N;
+//   give one --resolution, the shapes do not depend on it)
 //
 // GFLOP/s counts a multiply-add as 2 FLOPs (formulas in MilaCore's specs: GEMM 2MKN, dense conv
 // 18 Cin per output, depthwise 18 per output). GB/s counts the bytes of the op's input and
@@ -53,7 +55,7 @@ enum BenchError: Error, CustomStringConvertible {
         switch self {
         case let .usage(message):
             return (message.isEmpty ? "" : "\(message)\n")
-                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|fgla|mean] [--variant NAME,...] [--per-kernel]"
+                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|fgla|mean|head] [--variant NAME,...] [--per-kernel]"
         case let .mismatch(message): return message
         }
     }
@@ -331,6 +333,49 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
                 }
             }
         }
+    }
+    if only == "head" {
+        // The UperNet head's dense 3x3 convolutions (MLLA-B UperNet, 512x512 input; fpn_bottleneck
+        // also at its 256x256-input size, 64x64), as conv3x3_igemm, against gemm_reg on the same
+        // (M = pixels, K = 9 Cin, N = Cout) with random A. Checked against the other conv kernel
+        // (conv3x3, itself tested against the reference) and CLBlast's SGEMM.
+        let convs: [(name: String, h: Int, w: Int, cin: Int, count: Int)] = [
+            ("fpn_bottleneck", 128, 128, 2048, 1), ("fpn_bottleneck", 64, 64, 2048, 0), ("fpn_convs.0", 128, 128, 512, 1),
+            ("fpn_convs.1", 64, 64, 512, 1), ("fpn_convs.2", 32, 32, 512, 1), ("bottleneck", 16, 16, 2816, 1),
+        ]
+        for conv in convs {
+            let cout = 512
+            let x = try random([1, conv.h, conv.w, conv.cin]), w = try random([cout, conv.cin, 3, 3], -0.05...0.05), b = try random([cout])
+            let input = try context.upload(x)
+            let igemm = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: false, implicitGemm: true)
+            let direct = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: false, implicitGemm: false)
+            let output = try context.empty([1, conv.h, conv.w, cout])
+            let key = "head conv \(conv)"
+            let (m, k) = (conv.h * conv.w, 9 * conv.cin)
+            cases.append(Case(
+                context: context, family: "head", shape: "\(conv.name) \(conv.h)x\(conv.w)x\(conv.cin)->\(cout)", variant: "igemm",
+                flops: 2 * Double(m * k * cout), bytes: 4 * Double(m * (conv.cin + cout)), weight: conv.count,
+                run: { _ = try context.conv3x3(input, igemm, stride: 1, activation: .relu, output: output) },
+                output: { try context.download(output) },
+                expected: { try references.value(key) {
+                    try context.download(try context.conv3x3(input, direct, stride: 1, activation: .relu))
+                } },
+                tolerance: 2e-5))
+            let a = try random([m, k]), gw = try random([cout, k], -0.05...0.05)
+            let gemmWeights = try GemmWeights(context: context, weight: gw, bias: b)
+            let gemmInput = try context.upload(a)
+            let gemmOutput = try context.empty([m, cout])
+            cases.append(Case(
+                context: context, family: "head", shape: "  as GEMM M=\(m) K=\(k) N=\(cout)", variant: "gemm_reg",
+                flops: 2 * Double(m * k * cout), bytes: 4 * Double(m * (k + cout)), weight: conv.count,
+                run: { _ = try context.gemm(gemmInput, gemmWeights, activation: .relu, provider: .register, output: gemmOutput) },
+                output: { try context.download(gemmOutput) },
+                expected: { try references.value(key + " gemm") {
+                    try context.download(try context.gemm(gemmInput, gemmWeights, activation: .relu, provider: .clblast))
+                } },
+                tolerance: 2e-5))
+        }
+        return cases
     }
     if wanted("mean") {
         let last = st[3]

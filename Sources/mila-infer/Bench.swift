@@ -8,7 +8,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Throughput against resolution: whole forward passes (input upload to logits download) timed per input size.",
         discussion: """
-            Random weights when only --arch is given (default: --arch mlla_t), so no checkpoint is needed. Per resolution: \
+            Random weights when only --arch is given (default: --arch mlla_t; mlla_b_upernet is the released \
+            segmentation model), so no checkpoint is needed. A segmentation forward ends at the decode head's logits. Per resolution: \
             --warmup untimed runs, then --runs timed ones; median, min and max wall time. gflops_per_s divides the graph's \
             counted FLOPs (a multiply-add is 2) by the median; peak_mem_mb is the planned activation memory plus the \
             weights on the device, in MiB. A size that does not fit the device gets a row with the reason and the sweep \
@@ -19,8 +20,11 @@ struct Bench: ParsableCommand {
 
     @OptionGroup var options: ModelOptions
 
-    @Option(name: .long, help: "Comma-separated square sizes, or HxW entries (e.g. 224,512x768).")
-    var resolutions: String = "224,384,512,768,1024"
+    @Option(name: .long, help: "Comma-separated square sizes, or HxW entries (e.g. 224,512x768). Default: 224,384,512,768,1024; for segmentation models 512x512,512x1024,512x2048,1024x2048.")
+    var resolutions: String?
+
+    static let classifierSizes = "224,384,512,768,1024"
+    static let segmentationSizes = "512x512,512x1024,512x2048,1024x2048"
 
     @Option(name: .long, help: "Images per forward pass.")
     var batch: Int = 1
@@ -51,11 +55,12 @@ struct Bench: ParsableCommand {
         guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
         guard warmup >= 0 else { throw ValidationError("--warmup must be 0 or more") }
         guard ["table", "csv", "json"].contains(format) else { throw ValidationError("--format must be table, csv or json, not '\(format)'") }
-        _ = try sizes()
+        _ = try sizes(segmentation: false)
     }
 
-    func sizes() throws -> [(height: Int, width: Int)] {
-        let entries = resolutions.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    func sizes(segmentation: Bool) throws -> [(height: Int, width: Int)] {
+        let text = resolutions ?? (segmentation ? Self.segmentationSizes : Self.classifierSizes)
+        let entries = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         guard !entries.isEmpty else { throw ValidationError("--resolutions needs at least one size") }
         return try entries.map { entry in
             if let r = Int(entry) {
@@ -69,11 +74,11 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let sizes = try sizes()
             let kind = try options.backendKind()
             let arch = options.model == nil && options.arch == nil ? "mlla_t" : options.arch
             let engine = try Engine(model: options.model, arch: arch, stateDictKey: options.stateDict, backend: kind,
                                     device: options.device, seed: seed)
+            let sizes = try sizes(segmentation: engine.isSegmentation)
             let reference = compareReference && kind == .opencl
                 ? try Engine(model: options.model, arch: arch, stateDictKey: options.stateDict, backend: .reference, seed: seed) : nil
             if profile && kind != .opencl { throw ValidationError("--profile reads OpenCL profiling events: use it with --backend opencl") }

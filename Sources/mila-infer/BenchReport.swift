@@ -117,9 +117,14 @@ struct ForwardProfile {
         }
     }
 
-    /// patch_embed -> stem, layers.N.* -> stage N (downsample included), norm / head -> head.
+    /// patch_embed -> stem, layers.N.* -> stage N (downsample included), norm / head -> head;
+    /// a backbone's norm{N} -> stage N; in a segmentation model `backbone.` is dropped first and
+    /// decode_head.* / the final resizes are the head.
     static func stageName(_ scope: String) -> String {
-        let parts = scope.split(separator: ".")
+        var parts = scope.split(separator: ".")
+        if parts.first == "backbone" { parts.removeFirst() }
+        if ["decode_head", "resize_argmax", "resize"].contains(parts.first ?? "") { return "head" }
+        if let first = parts.first, first.hasPrefix("norm"), let n = Int(first.dropFirst(4)) { return "stage \(n)" }
         if parts.first == "patch_embed" { return "stem" }
         if parts.first == "layers", parts.count > 1, let n = Int(parts[1]) { return "stage \(n)" }
         if ["norm", "head", "avgpool"].contains(parts.first ?? "") { return "head" }

@@ -1,3 +1,4 @@
+import Foundation
 import MilaCore
 
 /// 3x3 convolution weights on the device, packed once (see Kernels/conv3x3.cl, dwconv3x3.cl).
@@ -13,6 +14,14 @@ public struct Conv3x3Weights {
     let zeros: CLBuffer?
     let paddedOutChannels: Int
     public var outChannels: Int { weightShape[0] }
+
+    /// K rows (of 9 Cin) per conv3x3_igemm launch: a weight panel of rows x 64 floats per
+    /// work-item within `MILA_IGEMM_PANEL_KB` (default 512 KiB) so it stays in cache for every
+    /// pixel tile of the launch.
+    static let rowsPerLaunch: Int = {
+        let kib = ProcessInfo.processInfo.environment["MILA_IGEMM_PANEL_KB"].flatMap { Int($0) } ?? 512
+        return max(16, kib * 1024 / (64 * 4))
+    }()
 
     /// Dense convolutions with at least this many input channels run as an implicit GEMM on
     /// CPUs (the UperNet head's 512-2816; the stem's 3-32 stay on conv3x3's smaller tiles).
@@ -100,13 +109,16 @@ extension CLContext {
         } else if weights.implicitGemm {
             // conv3x3.cl needs a VEC for its other kernel; the CPU conv3x3 build serves both.
             let kernel = try self.kernel(.conv3x3, "conv3x3_igemm", defines: ["VEC=16", "XPW=8", "COV=2"])
-            try launch(kernel, global: [ceilDiv(spec.outWidth, 4), spec.batch * spec.outHeight, weights.paddedOutChannels / 64],
-                       local: [1, 1, 1],
-                       arguments: [.int(h), .int(w), .int(Int32(spec.inChannels)), .int(ho), .int(wo), .int(Int32(spec.outChannels)),
-                                   .int(Int32(weights.paddedOutChannels)), .int(Int32(stride)),
-                                   .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
-                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)]
-                           + view + [.buffer(weights.zeros!)])
+            let k = 9 * spec.inChannels, step = Conv3x3Weights.rowsPerLaunch
+            for begin in Swift.stride(from: 0, to: k, by: step) {
+                try launch(kernel, global: [ceilDiv(spec.outWidth, 4), spec.batch * spec.outHeight, weights.paddedOutChannels / 64],
+                           local: [1, 1, 1],
+                           arguments: [.int(h), .int(w), .int(Int32(spec.inChannels)), .int(ho), .int(wo), .int(Int32(spec.outChannels)),
+                                       .int(Int32(weights.paddedOutChannels)), .int(Int32(stride)),
+                                       .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
+                                       .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)]
+                               + view + [.buffer(weights.zeros!), .int(Int32(begin)), .int(Int32(min(begin + step, k)))])
+            }
         } else {
             let vec = gpu ? 4 : 16
             let cov = gpu ? 1 : Conv3x3Weights.channelVectors(outChannels: spec.outChannels)
