@@ -36,7 +36,7 @@ struct Run: ParsableCommand {
             let engine = try Engine(model: options.model, arch: options.arch, stateDictKey: options.stateDict,
                                     backend: try options.backendKind(), device: options.device)
             let batch = try NPY.read(input)
-            if engine.config.backbone && output != nil {
+            if engine.config.backbone && !engine.isSegmentation && output != nil {
                 throw ValidationError("\(engine.source) is a backbone without a classification head: there are no logits for --output; use --features DIR")
             }
             var segmentation = ModelGraph.SegmentationOutput.headLogits
