@@ -153,6 +153,7 @@ import Testing
         "pad_bottom_right": (.cpu, { try checkPad($0, shape: [1, 1, 2, 3], height: 2, width: 3) }),
         "conv3x3_igemm": (.cpu, { try checkConv($0, ConvCase(height: 3, width: 5, inChannels: 64, outChannels: 20, stride: 1), implicitGemm: true) }),
         "resize_bilinear": (.cpu, { try checkResize($0, ResizeCase(height: 3, width: 2, channels: 3, outHeight: 5, outWidth: 4)) }),
+        "resize_bilinear_vec": (.cpu, { try checkResize($0, ResizeCase(height: 3, width: 2, channels: 32, outHeight: 5, outWidth: 4)) }),
         "adaptive_avg_pool": (.cpu, { try checkAdaptivePool($0, height: 5, width: 4, channels: 3, size: 3) }),
         "resize_argmax": (.cpu, { try checkResizeArgmax($0, height: 3, width: 2, classes: 4, mid: (9, 7), out: (5, 6)) }),
     ]

@@ -88,6 +88,8 @@ func checkResizeArgmax(_ context: CLContext, batch: Int = 1, height: Int, width:
         ResizeCase(height: 37, width: 29, channels: 7, outHeight: 11, outWidth: 8),
         ResizeCase(height: 9, width: 13, channels: 16, outHeight: 9, outWidth: 13),
         ResizeCase(height: 94, width: 125, channels: 1, outHeight: 375, outWidth: 500),
+        ResizeCase(height: 4, width: 5, channels: 48, outHeight: 7, outWidth: 10),
+        ResizeCase(batch: 2, height: 13, width: 19, channels: 32, outHeight: 26, outWidth: 37),
     ]
 
     @Test("resize_bilinear", arguments: resizes, KernelVariant.allCases)
@@ -99,6 +101,8 @@ func checkResizeArgmax(_ context: CLContext, batch: Int = 1, height: Int, width:
     func resizeSlice(variant: KernelVariant) throws {
         try checkResize(try TestDevice.context(variant), ResizeCase(height: 3, width: 5, channels: 6, outHeight: 7, outWidth: 4),
                         slice: (offset: 5, pixelStride: 19))
+        try checkResize(try TestDevice.context(variant), ResizeCase(height: 3, width: 5, channels: 32, outHeight: 7, outWidth: 4),
+                        slice: (offset: 17, pixelStride: 64))
     }
 
     @Test("adaptive_avg_pool", arguments: [(16, 16, 6), (22, 16, 6), (16, 22, 3), (2, 2, 6), (2, 1, 3), (5, 7, 1), (13, 11, 2)],

@@ -13,7 +13,9 @@ extension CLContext {
             throw MilaError.shapeMismatch(op: "resize_bilinear", tensor: "output", expected: Shape.describe(spec.outputShape), actual: y.shape)
         }
         try x.requireDense("resize_bilinear", "input")
-        try launch(try kernel(.resizeBilinear, "resize_bilinear"), global: [spec.channels, width, spec.batch * height],
+        let vec = spec.channels % 16 == 0 ? 16 : 1
+        try launch(try kernel(.resizeBilinear, vec == 16 ? "resize_bilinear_vec" : "resize_bilinear"),
+                   global: [spec.channels / vec, width, spec.batch * height],
                    arguments: [.int(Int32(spec.inHeight)), .int(Int32(spec.inWidth)), .int(Int32(spec.channels)),
                                .int(Int32(height)), .int(Int32(width)),
                                .float(Float(spec.inHeight) / Float(height)), .float(Float(spec.inWidth) / Float(width)),
