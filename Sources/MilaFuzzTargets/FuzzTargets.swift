@@ -21,6 +21,9 @@ public enum FuzzTargets {
         "png": { data in _ = try? ImageDecoder.decode(data, name: "fuzz.png", maxPixels: maxPixels) },
         "jpeg": { data in _ = try? ImageDecoder.decode(data, name: "fuzz.jpg", maxPixels: maxPixels) },
         "config": { data in _ = try? ModelConfig.parse(json: String(decoding: data, as: UTF8.self), source: "fuzz.json") },
+        "mmconfig": { data in
+            if let json = ParserEntryPoints.mmsegConfig(String(decoding: data, as: UTF8.self)) { _ = try? ModelConfig.parse(json: json, source: "fuzz.py") }
+        },
     ]
 
     public static var names: [String] { all.keys.sorted() }

@@ -118,7 +118,9 @@ public struct ModelConfig: Equatable, Sendable {
     }
 
     static func resolveShapes(for file: WeightFile, arch: String?) throws -> ModelConfig {
-        if let head = file.shapes["decode_head.conv_seg.weight"] { return try resolveSegmentation(for: file, arch: arch, convSeg: head) }
+        if let head = file.shapes["decode_head.conv_seg.weight"] {
+            return try resolveSegmentation(for: file, metadata: file.metadata, arch: arch, convSeg: head)
+        }
         let backbone = file.shapes["head.weight"] == nil && file.shapes["norm0.weight"] != nil
         if let arch { var c = try preset(arch); c.backbone = backbone; return c }
         if let json = file.metadata["mila.config"] { var c = try fromJSON(json, file: file); c.backbone = backbone; return c }
@@ -135,7 +137,7 @@ public struct ModelConfig: Equatable, Sendable {
     /// A segmentation checkpoint (`decode_head.conv_seg.weight` present): `arch`, else its
     /// `mila.config`, else the `_upernet` preset whose shapes match, with the number of classes
     /// and head channels from conv_seg.
-    static func resolveSegmentation(for file: WeightFile, arch: String?, convSeg: [Int]) throws -> ModelConfig {
+    static func resolveSegmentation(for file: any TensorSource, metadata: [String: String], arch: String?, convSeg: [Int]) throws -> ModelConfig {
         guard convSeg.count == 4, convSeg[0] >= 1, convSeg[1] >= 1 else {
             throw ModelError.weights("\(file.path): tensor decode_head.conv_seg.weight has shape \(Shape.describe(convSeg)), expected (classes, channels, 1, 1)")
         }
@@ -152,8 +154,8 @@ public struct ModelConfig: Equatable, Sendable {
             }
             return adapt(c)
         }
-        if let json = file.metadata["mila.config"] {
-            var c = try fromJSON(json, file: file)
+        if let json = metadata["mila.config"] {
+            var c = try fromJSON(json, source: file.path)
             guard c.segmentation != nil else {
                 throw ModelError.config("\(file.path): mila.config has no \"segmentation\" entry but the file holds decode_head.* tensors")
             }

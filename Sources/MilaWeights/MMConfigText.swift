@@ -17,7 +17,7 @@ enum MMConfigText {
         var seg: [String: Any] = ["head": "upernet"]
         if let channels = int(head, "channels") { seg["channels"] = channels }
         if let scales = ints(head, "pool_scales") { seg["pool_scales"] = scales }
-        if let pipeline = block(text, "test_pipeline", opener: "["), let scale = ints(pipeline, "img_scale"), scale.count == 2 {
+        if let pipeline = block(text, "test_pipeline", opener: "["), let scale = ints(pipeline, "img_scale", anyDepth: true), scale.count == 2 {
             seg["scale"] = [max(scale[0], scale[1]), min(scale[0], scale[1])]
         }
         object["segmentation"] = seg
@@ -59,14 +59,14 @@ enum MMConfigText {
         return nil
     }
 
-    /// The literal after `key=` at nesting depth 0 of `block`.
-    static func literal(_ block: Substring, _ key: String) -> Substring? {
+    /// The literal after `key=` at nesting depth 0 of `block` (the first at any depth with `anyDepth`).
+    static func literal(_ block: Substring, _ key: String, anyDepth: Bool = false) -> Substring? {
         var depth = 0
         var index = block.startIndex
         while index < block.endIndex {
             let c = block[index]
             if c == "(" || c == "[" || c == "{" { depth += 1 } else if c == ")" || c == "]" || c == "}" { depth -= 1 }
-            if depth == 0, block[index...].hasPrefix(key),
+            if depth == 0 || anyDepth, block[index...].hasPrefix(key),
                index == block.startIndex || !(block[block.index(before: index)].isLetter || block[block.index(before: index)] == "_") {
                 var rest = block[block.index(index, offsetBy: key.count)...].drop { $0 == " " }
                 if rest.first == "=" {
@@ -100,16 +100,16 @@ enum MMConfigText {
         literal(block, key).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
-    static func numbers(_ block: Substring, _ key: String) -> [Double]? {
-        guard let v = literal(block, key)?.trimmingCharacters(in: .whitespacesAndNewlines), v.count >= 2,
+    static func numbers(_ block: Substring, _ key: String, anyDepth: Bool = false) -> [Double]? {
+        guard let v = literal(block, key, anyDepth: anyDepth)?.trimmingCharacters(in: .whitespacesAndNewlines), v.count >= 2,
               (v.first == "[" && v.last == "]") || (v.first == "(" && v.last == ")") else { return nil }
         let parts = v.dropFirst().dropLast().split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
         let values = parts.compactMap(Double.init)
         return values.count == parts.count && !values.isEmpty && values.count <= 64 ? values : nil
     }
 
-    static func ints(_ block: Substring, _ key: String) -> [Int]? {
-        guard let values = numbers(block, key), values.allSatisfy({ $0.rounded() == $0 && abs($0) < 1e9 }) else { return nil }
+    static func ints(_ block: Substring, _ key: String, anyDepth: Bool = false) -> [Int]? {
+        guard let values = numbers(block, key, anyDepth: anyDepth), values.allSatisfy({ $0.rounded() == $0 && abs($0) < 1e9 }) else { return nil }
         return values.map { Int($0) }
     }
 }

@@ -4,6 +4,10 @@ import Foundation
 /// replay test: each reads untrusted bytes and must end in a value or a `WeightFileError`, never
 /// a crash, a hang or unbounded memory.
 @_spi(Fuzzing) public enum ParserEntryPoints {
+    /// An mmseg config's Python text (`meta.config` of an mmcv checkpoint): the MLLA + UPerHead
+    /// settings as `mila.config` JSON, or nil.
+    public static func mmsegConfig(_ text: String) -> String? { MMConfigText.segmentationConfig(text) }
+
     /// A zip archive's central directory and entries.
     public static func zip(_ data: Data) throws {
         let archive = try ZipArchive(path: "fuzz.zip", data: data)

@@ -1,0 +1,1 @@
+model = dict(backbone=dict(type='MLLA', embed_dim=32, depths=[1, 1], num_heads=[1, 2], init_cfg=dict(embed_dim=5, depths=[9])), decode_head=dict(type='UPerHead', in_channels=[32, 64], channels=16, pool_scales=(1, 2), num_classes=3, loss_decode=dict(num_classes=9)))
