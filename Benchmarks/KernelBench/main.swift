@@ -375,6 +375,26 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
                 } },
                 tolerance: 2e-5))
         }
+        // mmseg's output for a 375x500 photo (network input 512x683): 150-class logits at 128x171,
+        // resized to 512x683 and to 375x500, argmax; the 16-class-block kernel against the
+        // one-class kernel (the same arithmetic: labels must be equal).
+        let logits = try random([1, 128, 171, 150], -4...4)
+        for variant in KernelVariant.allCases {
+            let variantContext = contexts[variant]!
+            let input = try variantContext.upload(logits)
+            let output = try variantContext.empty([1, 375, 500, 1])
+            cases.append(Case(
+                context: variantContext, family: "head", shape: "resize_argmax 128x171x150->512x683->375x500",
+                variant: variant == .cpu ? "vec16" : "scalar",
+                flops: 375 * 500 * 150 * 36, bytes: 4 * Double(128 * 171 * 150 + 375 * 500), weight: 1,
+                run: { _ = try variantContext.resizeArgmax(input, midHeight: 512, midWidth: 683, height: 375, width: 500, output: output) },
+                output: { try variantContext.download(output) },
+                expected: { try references.value("resize_argmax") {
+                    try contexts[.gpu]!.download(try contexts[.gpu]!.resizeArgmax(try contexts[.gpu]!.upload(logits), midHeight: 512, midWidth: 683,
+                                                                                  height: 375, width: 500))
+                } },
+                tolerance: 0))
+        }
         return cases
     }
     if wanted("mean") {

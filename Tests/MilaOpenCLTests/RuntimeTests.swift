@@ -155,7 +155,8 @@ import Testing
         "resize_bilinear": (.cpu, { try checkResize($0, ResizeCase(height: 3, width: 2, channels: 3, outHeight: 5, outWidth: 4)) }),
         "resize_bilinear_vec": (.cpu, { try checkResize($0, ResizeCase(height: 3, width: 2, channels: 32, outHeight: 5, outWidth: 4)) }),
         "adaptive_avg_pool": (.cpu, { try checkAdaptivePool($0, height: 5, width: 4, channels: 3, size: 3) }),
-        "resize_argmax": (.cpu, { try checkResizeArgmax($0, height: 3, width: 2, classes: 4, mid: (9, 7), out: (5, 6)) }),
+        "resize_argmax_vec": (.cpu, { try checkResizeArgmax($0, height: 3, width: 2, classes: 37, mid: (9, 7), out: (5, 6)) }),
+        "resize_argmax": (.gpu, { try checkResizeArgmax($0, height: 3, width: 2, classes: 4, mid: (9, 7), out: (5, 6)) }),
     ]
 
     @Test func everyEntryPointHasAnExercise() {

@@ -124,8 +124,9 @@ func checkResizeArgmax(_ context: CLContext, batch: Int = 1, height: Int, width:
         try checkResizeArgmax(try TestDevice.context(variant), height: c.0.0, width: c.0.1, classes: 7, mid: c.1, out: c.2)
     }
 
-    @Test func resizeArgmaxBatchAndManyClasses() throws {
-        try checkResizeArgmax(try TestDevice.context(), batch: 2, height: 5, width: 6, classes: 150, mid: (19, 22), out: (23, 17))
+    @Test("resize_argmax with many classes (16-class blocks and a tail)", arguments: [16, 33, 150], KernelVariant.allCases)
+    func resizeArgmaxBatchAndManyClasses(classes: Int, variant: KernelVariant) throws {
+        try checkResizeArgmax(try TestDevice.context(variant), batch: 2, height: 5, width: 6, classes: classes, mid: (19, 22), out: (23, 17))
     }
 
     static let implicitGemm: [ConvCase] = [

@@ -48,7 +48,9 @@ extension CLContext {
         }
         try logits.requireDense("resize_argmax", "logits")
         try y.requireDense("resize_argmax", "output")
-        try launch(try kernel(.resizeArgmax, "resize_argmax"), global: [width, height, spec.batch],
+        // CPUs read 16 classes per load (resize_argmax_vec); GPUs one class per work-item step.
+        let name = variant == .cpu && spec.classes >= 16 ? "resize_argmax_vec" : "resize_argmax"
+        try launch(try kernel(.resizeArgmax, name), global: [width, height, spec.batch],
                    arguments: [.int(Int32(spec.inHeight)), .int(Int32(spec.inWidth)), .int(Int32(spec.classes)),
                                .int(Int32(midHeight)), .int(Int32(midWidth)), .int(Int32(height)), .int(Int32(width)),
                                .float(Float(spec.inHeight) / Float(midHeight)), .float(Float(spec.inWidth) / Float(midWidth)),
