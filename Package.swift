@@ -69,7 +69,7 @@ let package = Package(
         .testTarget(name: "FuzzReplayTests", dependencies: ["MilaFuzzTargets"]),
         .testTarget(name: "CLITests", dependencies: ["mila-infer", "MilaCore", "MilaWeights", "MilaEngine", "MilaImage", "MilaModelZoo"]),
         .testTarget(name: "MilaImageTests", dependencies: ["MilaCore", "MilaImage", "MilaWeights"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "MilaModelTests", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL", "MilaImage"],
+        .testTarget(name: "MilaModelTests", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL", "MilaImage", "MilaModelZoo"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "MilaOpenCLTests", dependencies: ["MilaCore", "MilaReference", "MilaOpenCL", "MilaKernels"]),
     ],
