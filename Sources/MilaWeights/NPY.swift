@@ -6,6 +6,7 @@ import MilaCore
 public enum NPY {
     static let dtypes: [String: StorageDType] = ["<f4": .float32, "|f4": .float32, "<f8": .float64, "<i4": .int32,
                                                  "<i8": .int64, "|u1": .uint8, "<u1": .uint8]
+    static let names: [StorageDType: String] = [.float32: "float32", .float64: "float64", .int32: "int32", .int64: "int64", .uint8: "uint8"]
 
     public static func read(_ path: String) throws -> Tensor {
         try read(try WeightFile.mapped(path), name: path)
@@ -38,7 +39,7 @@ public enum NPY {
             }
             let dataStart = start + headerLength
             guard let count = Checked.product(shape), let bytes = Checked.multiply(count, dtype.byteSize), raw.count - dataStart == bytes else {
-                throw WeightFileError(file: path, ".npy holds \(raw.count - dataStart) data bytes, which shape \(shape) of \(dtype.rawValue) does not fit")
+                throw WeightFileError(file: path, ".npy holds \(raw.count - dataStart) data bytes, which shape \(shape) of \(names[dtype] ?? dtype.rawValue) does not fit")
             }
             let values = Bytes.floats(raw, offset: dataStart, dtype: dtype, count: count) { $0 }
             return try Tensor(shape: shape.isEmpty ? [1] : shape, data: values)

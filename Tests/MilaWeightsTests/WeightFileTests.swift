@@ -180,10 +180,26 @@ import Testing
         }
     }
 
+    static func npy(_ descr: String, shape: String, payload: [UInt8]) -> [UInt8] {
+        let header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }"
+        return [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0] + FileBuilders.le16(header.utf8.count) + Array(header.utf8) + payload
+    }
+
+    @Test func readsIntegerAndDoubleArraysAsFloats() throws {
+        // Label maps (int32, uint8) and float64 arrays, as numpy writes them.
+        let i4 = Self.npy("<i4", shape: "(2,)", payload: [7, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF])
+        #expect(try NPY.read(try FileBuilders.write(i4, "i4.npy")).data == [7, -1])
+        let u1 = Self.npy("|u1", shape: "(3,)", payload: [0, 200, 255])
+        #expect(try NPY.read(try FileBuilders.write(u1, "u1.npy")).data == [0, 200, 255])
+        let f8 = Self.npy("<f8", shape: "(1,)", payload: [0, 0, 0, 0, 0, 0, 0xF8, 0x3F])
+        #expect(try NPY.read(try FileBuilders.write(f8, "f8.npy")).data == [1.5])
+    }
+
     @Test func rejectsOtherDtypesAndBadFiles() throws {
-        let header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }"
-        let bytes: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0] + FileBuilders.le16(header.utf8.count) + Array(header.utf8) + [UInt8](repeating: 0, count: 8)
-        #expect(throws: WeightFileError.self) { try NPY.read(try FileBuilders.write(bytes, "f8.npy")) }
+        for descr in [">f4", "<c8", "<f2", "|b1"] {
+            let bytes = Self.npy(descr, shape: "(1,)", payload: [UInt8](repeating: 0, count: 8))
+            #expect(throws: WeightFileError.self) { try NPY.read(try FileBuilders.write(bytes, "other.npy")) }
+        }
         #expect(throws: WeightFileError.self) { try NPY.read(try FileBuilders.write([1, 2, 3], "junk.npy")) }
         #expect(throws: WeightFileError.self) { try NPY.read("/nonexistent/x.npy") }
     }
