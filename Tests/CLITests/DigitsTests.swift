@@ -125,10 +125,13 @@ enum DigitsAccuracy {
     @Test func modelsListsTheEmbeddedModels() throws {
         let result = try CLI.run(["models"])
         #expect(result.status == 0)
-        for name in ModelZoo.names {
-            let accuracy = String(format: "held-out top-1 %.2f%%", 100 * HeldOutDigits.shared.pytorch_top1[name]!)
+        for name in ModelZoo.names where name != ModelZoo.segmentationDefaultName {
+            let accuracy = String(format: "held-out top-1 %.2f%%", 100 * (HeldOutDigits.shared.pytorch_top1[name] ?? -1))
             #expect(result.out.contains(name) && result.out.contains(accuracy), "\(result.out)")
         }
+        // The segmenter shows its head and its held-out mIoU.
+        #expect(result.out.contains("digits-seg  (default of segment)") && result.out.contains("UPerHead 32 channels")
+                && result.out.contains("held-out mIoU 0.715"), "\(result.out)")
         #expect(result.out.contains("attention forget_gate bidirectional"))
         let missing = try CLI.run([CLI.root.appendingPathComponent("Examples/digit-3.png").path, "--model", "no-such-model"])
         #expect(missing.status == 1 && missing.err.contains("no such file, and no embedded model of that name"), "\(missing.err)")
