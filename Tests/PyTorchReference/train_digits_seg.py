@@ -2,7 +2,12 @@
 that labels every pixel of synthetic scenes made of scikit-learn's real handwritten digits as
 background or one of the digits 0..9. Run from the repo root:
 
-    python Tests/PyTorchReference/train_digits_seg.py        # about 10 minutes on one CPU thread
+    python Tests/PyTorchReference/train_digits_seg.py        # about 20 minutes on one CPU thread
+
+The default 3000 steps (1193 s here) give held-out mIoU 0.763; --steps 1500 (619 s) gives 0.715,
+short of the 0.75 aimed at: the model underfits (training scenes score the same as held-out ones),
+so steps are what buys accuracy; at equal time a wider (embed 24) or deeper (depths 1,2,3,1)
+backbone did worse.
 
 Scenes (96x96 RGB uint8, make_scene): a smooth random colour gradient (four random corner colours,
 bilinear) plus mild Gaussian noise; 2 to 5 digits, each an 8x8 scikit-learn digit (values 0..16)
@@ -159,7 +164,7 @@ def train(values, labels, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--background-weight", type=float, default=0.3)
