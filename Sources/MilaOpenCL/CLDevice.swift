@@ -13,6 +13,7 @@ public struct CLDeviceInfo: @unchecked Sendable {
     public let openCLCVersion: String
     public let isGPU: Bool
     public let isCPU: Bool
+    public let isAccelerator: Bool
     public let computeUnits: Int
     public let globalMemory: UInt64
     public let localMemory: UInt64
@@ -25,6 +26,20 @@ public struct CLDeviceInfo: @unchecked Sendable {
 
     /// `platform:device` as used by `--device` and `MILA_DEVICE`.
     public var selector: String { "\(platformIndex):\(deviceIndex)" }
+
+    /// A simulator or emulator (Oclgrind, Intel's FPGA emulator): it runs every kernel correctly,
+    /// in an interpreter or on the host, thousands of times slower than real hardware, whatever
+    /// device type it reports (Oclgrind says "GPU"). Never the default device.
+    public var isSimulator: Bool {
+        let text = [platformName, name, vendor].joined(separator: " ").lowercased()
+        return CLDiscovery.simulatorMarkers.contains { text.contains($0) }
+    }
+
+    /// The device type as `devices` shows it, simulators marked.
+    public var kindLabel: String {
+        let type = isGPU ? "GPU" : isCPU ? "CPU" : isAccelerator ? "accelerator" : "other"
+        return isSimulator ? "\(type), simulator" : type
+    }
 
     /// The kernel family that suits this device: GPUs get local-memory tiling, everything else
     /// (CPUs, accelerators of unknown kind) the register-tiled CPU kernels.
@@ -93,14 +108,43 @@ public enum CLDiscovery {
         }
     }
 
-    /// Picks a device: by `selector` if given, else `$MILA_DEVICE`, else the first GPU, else the
-    /// first device.
+    /// Name fragments (lower case, of platform, device or vendor) that mark a simulator.
+    static let simulatorMarkers = ["oclgrind", "emulat"]
+
+    /// CPU implementations in the order the engine prefers them when no GPU or accelerator is
+    /// present: the faster first, by the whole-model benchmark in the README (MLLA-T, batch 1,
+    /// 224..1024, both on one machine in one run). Matched against the platform name; a CPU
+    /// implementation not listed comes after these.
+    public static let cpuPreference = ["portable computing language", "intel(r) opencl"]
+
+    /// The device the engine uses when none is named: the first real GPU, else the first real
+    /// accelerator, else a CPU (by `cpuPreference`); never a simulator. Nil when there is no
+    /// device or only simulators.
+    public static func defaultDevice(from all: [CLDeviceInfo]) -> CLDeviceInfo? {
+        let real = all.filter { !$0.isSimulator }
+        if let gpu = real.first(where: \.isGPU) { return gpu }
+        if let accelerator = real.first(where: \.isAccelerator) { return accelerator }
+        func rank(_ device: CLDeviceInfo) -> Int {
+            let platform = device.platformName.lowercased()
+            return cpuPreference.firstIndex { platform.contains($0) } ?? cpuPreference.count
+        }
+        let cpus = real.filter(\.isCPU)
+        if let cpu = cpus.enumerated().min(by: { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) })?.element {
+            return cpu
+        }
+        return real.first
+    }
+
+    /// Picks a device: by `selector` if given, else `$MILA_DEVICE`, else `defaultDevice`.
     public static func select(_ selector: String? = nil, from platforms: [CLPlatformInfo]) throws -> CLDeviceInfo {
         let all = platforms.flatMap(\.devices)
         guard !all.isEmpty else { throw CLDiscoveryError.noDevice }
         let environment = ProcessInfo.processInfo.environment[deviceEnvironmentVariable]
         guard let raw = (selector ?? environment)?.trimmingCharacters(in: .whitespaces), !raw.isEmpty else {
-            return all.first(where: \.isGPU) ?? all[0]
+            guard let device = defaultDevice(from: all) else {
+                throw CLDiscoveryError.onlySimulators(all.map { "\($0.selector) \($0.name)" })
+            }
+            return device
         }
         if let index = Int(raw) {
             guard all.indices.contains(index) else {
@@ -132,6 +176,7 @@ public enum CLDiscovery {
             openCLCVersion: try deviceString(id, CL_DEVICE_OPENCL_C_VERSION),
             isGPU: type & cl_device_type(CL_DEVICE_TYPE_GPU) != 0,
             isCPU: type & cl_device_type(CL_DEVICE_TYPE_CPU) != 0,
+            isAccelerator: type & cl_device_type(CL_DEVICE_TYPE_ACCELERATOR) != 0,
             computeUnits: Int(try deviceValue(id, CL_DEVICE_MAX_COMPUTE_UNITS) as cl_uint),
             globalMemory: try deviceValue(id, CL_DEVICE_GLOBAL_MEM_SIZE) as cl_ulong,
             localMemory: try deviceValue(id, CL_DEVICE_LOCAL_MEM_SIZE) as cl_ulong,
@@ -170,11 +215,14 @@ public enum CLDiscovery {
 public enum CLDiscoveryError: Error, CustomStringConvertible {
     case noDevice
     case noMatch(selector: String, available: [String])
+    case onlySimulators([String])
 
     public var description: String {
         switch self {
         case .noDevice:
             return "no OpenCL platform or device found; install one, e.g. `apt-get install pocl-opencl-icd` (CPU) or your GPU vendor's OpenCL driver"
+        case let .onlySimulators(devices):
+            return "only simulated OpenCL devices found (\(devices.joined(separator: ", "))); they are thousands of times slower than hardware, so none is chosen by default: name one with --device or MILA_DEVICE, or install a driver, e.g. `apt-get install pocl-opencl-icd`"
         case let .noMatch(selector, available):
             return "no OpenCL device matches '\(selector)'; available: \(available.joined(separator: ", "))"
         }

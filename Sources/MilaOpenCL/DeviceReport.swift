@@ -14,8 +14,7 @@ public enum DeviceReport {
             if platform.devices.isEmpty { lines.append("    (no devices)") }
             for device in platform.devices {
                 let mark = device.selector == selected?.selector ? "*" : " "
-                let kind = device.isGPU ? "GPU" : device.isCPU ? "CPU" : "other"
-                lines.append("  \(mark) \(device.selector)  \(device.name)  [\(kind)]")
+                lines.append("  \(mark) \(device.selector)  \(device.name)  [\(device.kindLabel)]")
                 lines.append("        compute units \(device.computeUnits), global memory \(bytes(device.globalMemory)), "
                              + "local memory \(bytes(device.localMemory)), max work-group \(device.maxWorkGroupSize)")
                 let variant = KernelVariant.resolve(for: device)
@@ -24,7 +23,11 @@ public enum DeviceReport {
                              + "kernels \(variant), GEMM \(GemmProvider.resolve(for: variant))")
             }
         }
-        lines.append("* = the device the engine picks (choose with --device or MILA_DEVICE: an index, platform:device, or part of a name)")
+        if selected == nil, !platforms.flatMap(\.devices).isEmpty {
+            lines.append("(no device is picked by default: simulators are used only when named)")
+        }
+        lines.append("* = the device the engine picks (choose with --device or MILA_DEVICE: an index, platform:device, or part of a name); "
+                     + "by default a real GPU, else an accelerator, else a CPU (PoCL before Intel's runtime), never a simulator")
         return lines.joined(separator: "\n")
     }
 

@@ -16,10 +16,13 @@ public struct Conv3x3Weights {
     public var outChannels: Int { weightShape[0] }
 
     /// K rows (of 9 Cin) per conv3x3_igemm launch: a weight panel of rows x 64 floats per
-    /// work-item within `MILA_IGEMM_PANEL_KB` (default 512 KiB) so it stays in cache for every
-    /// pixel tile of the launch.
+    /// work-item within `MILA_IGEMM_PANEL_KB` (default 256 KiB) so it stays in cache for every
+    /// pixel tile of the launch. Swept on a 2-vCPU Zen 4 EPYC (2 MiB L2 in all, 2026-12-04,
+    /// `mila-kernel-bench --only head --variant igemm`): 32/64/128/256/512/2048 KiB gave
+    /// 110/159/181/182/130/135 GFLOP/s over the head's shapes (fpn_bottleneck 128x128: 104, 156,
+    /// 177, 185, 120, 125); 512 KiB had measured best on the previous session's EPYC.
     static let rowsPerLaunch: Int = {
-        let kib = ProcessInfo.processInfo.environment["MILA_IGEMM_PANEL_KB"].flatMap { Int($0) } ?? 512
+        let kib = ProcessInfo.processInfo.environment["MILA_IGEMM_PANEL_KB"].flatMap { Int($0) } ?? 256
         return max(16, kib * 1024 / (64 * 4))
     }()
 
