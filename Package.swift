@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "MilaReferenceTests", dependencies: ["MilaCore", "MilaReference"]),
         .testTarget(name: "MilaWeightsTests", dependencies: ["MilaCore", "MilaWeights"], resources: [.copy("Fixtures")]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["MilaFuzzTargets"]),
-        .testTarget(name: "CLITests", dependencies: ["mila-infer", "MilaCore", "MilaWeights", "MilaEngine", "MilaImage", "MilaModelZoo"]),
+        .testTarget(name: "CLITests", dependencies: ["mila-infer", "MilaCore", "MilaWeights", "MilaEngine", "MilaImage", "MilaModelZoo", "MilaOpenCL"]),
         .testTarget(name: "MilaImageTests", dependencies: ["MilaCore", "MilaImage", "MilaWeights"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MilaModelTests", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL", "MilaImage", "MilaModelZoo"],
                     resources: [.copy("Fixtures")]),

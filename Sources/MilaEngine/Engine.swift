@@ -22,9 +22,10 @@ public final class Engine {
     private var graphs: [String: Graph] = [:]
 
     /// Loads `model` (a file path, or the name of an embedded model) or, with no model, random
-    /// weights for `arch`.
+    /// weights for `arch`. `device` selects the OpenCL device (`CLDiscovery.select`), `variant`
+    /// its kernel family (default: by device type, or `MILA_KERNEL_VARIANT`).
     public init(model: String?, arch: String?, stateDictKey: String? = nil, backend kind: BackendKind,
-                device: String? = nil, seed: UInt64 = 0) throws {
+                device: String? = nil, variant: KernelVariant? = nil, seed: UInt64 = 0) throws {
         if let model {
             let file = try Engine.openModel(model, stateDictKey: stateDictKey)
             config = try ModelConfig.resolve(for: file, arch: arch)
@@ -38,7 +39,9 @@ public final class Engine {
             throw ModelError.config("give --model PATH or --arch NAME")
         }
         switch kind {
-        case .opencl: backend = CLBackend(context: try CLContext(selector: device), weights: weights)
+        case .opencl:
+            let chosen = try CLDiscovery.select(device, from: try CLDiscovery.platforms())
+            backend = CLBackend(context: try CLContext(device: chosen, variant: variant), weights: weights)
         case .reference: backend = ReferenceBackend(weights: weights)
         }
     }

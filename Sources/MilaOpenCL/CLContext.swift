@@ -218,6 +218,25 @@ public final class CLContext: @unchecked Sendable {
         clReleaseProgram(program)
     }
 
+    /// The kernel `name` from OpenCL C `text` (with common.cl prepended), built once per text and
+    /// kept in memory only: for tests and tools that launch a kernel of their own.
+    public func kernel(text: String, file: String, name: String) throws -> CLKernel {
+        let source = try KernelSource.common.text() + "\n" + text
+        let key = "text:\(file)|\(source.hashValue)|\(name)"
+        lock.lock(); defer { lock.unlock() }
+        if let cached = kernels[key] { return cached }
+        let memoryKey = "text:\(file)|\(source.hashValue)"
+        let program = try programs[memoryKey] ?? programFromSource(source, file: file, options: Self.baseOptions)
+        programs[memoryKey] = program
+        var status: cl_int = 0
+        guard let kernel = clCreateKernel(program, name, &status), status == CL_SUCCESS else {
+            throw CLError(call: "clCreateKernel", status: status, context: "\(name) in \(file)")
+        }
+        let wrapped = CLKernel(kernel, name: name)
+        kernels[key] = wrapped
+        return wrapped
+    }
+
     private func programFromSource(_ text: String, file: String, options: String) throws -> cl_program {
         var status: cl_int = 0
         let program: cl_program? = text.withCString { cString in

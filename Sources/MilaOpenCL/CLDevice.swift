@@ -80,6 +80,7 @@ public enum CLDiscovery {
         configureEnvironment()
         var count: cl_uint = 0
         let status = clGetPlatformIDs(0, nil, &count)
+        installExitGuard()
         if status == -1001 || count == 0 { return [] }  // CL_PLATFORM_NOT_FOUND_KHR: no ICD
         try CLError.check(status, "clGetPlatformIDs")
         var ids = [cl_platform_id?](repeating: nil, count: Int(count))
@@ -133,6 +134,21 @@ public enum CLDiscovery {
             return cpu
         }
         return real.first
+    }
+
+    /// The ICD loader loads every installed driver into the process on the first call. Several
+    /// drivers together (PoCL, Intel's runtime and Oclgrind each carry their own LLVM) were seen
+    /// to crash in their C++ static destructors at exit, after all work was done ("corrupted
+    /// double-linked list", "pure virtual function called", SIGABRT) - now and then, in test runs
+    /// that used all three. So at exit the process flushes stdio and ends with its exit status
+    /// without running the drivers' destructors (`on_exit`, registered after they are loaded, so
+    /// it runs before theirs). `MILA_OPENCL_EXIT_GUARD=0` turns this off (leak checkers).
+    private static func installExitGuard() {
+        guard ProcessInfo.processInfo.environment["MILA_OPENCL_EXIT_GUARD"] != "0" else { return }
+        on_exit({ status, _ in
+            fflush(nil)
+            _exit(status)
+        }, nil)
     }
 
     /// Picks a device: by `selector` if given, else `$MILA_DEVICE`, else `defaultDevice`.

@@ -3,6 +3,7 @@ import MilaCore
 import MilaEngine
 import MilaImage
 import MilaModelZoo
+import MilaOpenCL
 import Testing
 
 /// The held-out digits of the embedded models (written by Tests/PyTorchReference/train_digits.py):
@@ -69,7 +70,35 @@ enum DigitsAccuracy {
     }
 }
 
+/// Logits of an embedded classifier for the first `count` held-out digits, by `engine`.
+func heldOutLogits(_ engine: Engine, count: Int) throws -> Tensor {
+    let digits = HeldOutDigits.shared, c = engine.config
+    let preprocess = Preprocess(height: c.imageSize[0], width: c.imageSize[1], cropFraction: c.cropFraction, mean: c.mean, std: c.std)
+    var data: [Float] = []
+    for values in digits.pixels.prefix(count) { data += try preprocess.tensor(HeldOutDigits.render(values)).data }
+    let (graph, outputs) = try engine.run(nchw: try Tensor(shape: [count, 3, c.imageSize[0], c.imageSize[1]], data: data))
+    return outputs[graph.outputs["logits"]!]!
+}
+
+let oclgrindPresent = ((try? CLDiscovery.platforms()) ?? []).contains { $0.name.lowercased().contains("oclgrind") && !$0.devices.isEmpty }
+
 @Suite("embedded digit models", .serialized) struct DigitsTests {
+    /// The digit models end to end on Oclgrind in both kernel families with its bounds, race and
+    /// API checks on: no diagnostic, and the same logits as on the default device (both float32
+    /// with the same kernels; only contraction and summation order differ: 1e-5 relative L2).
+    @Test(.enabled(if: oclgrindPresent, "Oclgrind is not installed (bash .ci/setup registers it)"),
+          arguments: ["digits", "digits-fg"], KernelVariant.allCases)
+    func endToEndOnOclgrind(_ model: String, variant: KernelVariant) throws {
+        let count = 2
+        let expected = try heldOutLogits(try Engine(model: model, arch: nil, backend: .opencl), count: count)
+        let (logits, report) = try OclgrindChecks.run {
+            try heldOutLogits(try Engine(model: model, arch: nil, backend: .opencl, device: "oclgrind", variant: variant), count: count)
+        }
+        #expect(report.isClean, "\(model) \(variant) on Oclgrind:\n\(report.diagnostics.prefix(4000))")
+        #expect(logits.shape == expected.shape)
+        #expect(logits.relativeL2(to: expected) <= 1e-5, "\(model) \(variant): relative L2 \(logits.relativeL2(to: expected))")
+    }
+
     @Test func fixtureIsTheHeldOutSplit() {
         let digits = HeldOutDigits.shared
         #expect(digits.indices == Array(stride(from: 0, to: 1797, by: 5)))

@@ -52,9 +52,9 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
 @Suite("Forget-gated attention") struct ForgetGateTests {
     static let cases: [ForgetGateCase] = [1, 5, 63, 64, 65, 197, 3136].flatMap { l in [16, 32, 64].map { ForgetGateCase(tokens: l, chunk: $0) } }
 
-    @Test("chunked kernel vs Float64 recurrent reference", arguments: cases)
-    func chunked(_ c: ForgetGateCase) throws {
-        let context = try TestDevice.context()
+    @Test("chunked kernel vs Float64 recurrent reference", arguments: onImplementations(cases))
+    func chunked(_ t: Targeted<ForgetGateCase>) throws {
+        let context = try t.context(), c = t.value
         for bidirectional in [false, true] {
             for normalize in [false, true] {
                 for pattern in GatePattern.allCases {
@@ -65,9 +65,9 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
         }
     }
 
-    @Test("head dimension 32 and batch 2", arguments: [(64, 1), (16, 2), (64, 2)])
-    func modelHeadDimension(_ channels: Int, _ batch: Int) throws {
-        let context = try TestDevice.context()
+    @Test("head dimension 32 and batch 2", arguments: [(64, 1), (16, 2), (64, 2)], KernelTarget.hardware.filter { $0.variant == .cpu })
+    func modelHeadDimension(_ shape: (channels: Int, batch: Int), target: KernelTarget) throws {
+        let context = try target.context(), channels = shape.channels, batch = shape.batch
         for bidirectional in [false, true] {
             try checkForgetGate(context, ForgetGateCase(tokens: 197, chunk: 32, channels: channels, heads: 2), kernel: .chunked(chunk: 32),
                                 bidirectional: bidirectional, normalize: true, pattern: .strong, batch: batch)
@@ -83,9 +83,9 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
         ForgetGateCase(tokens: 197, chunk: 20, channels: 64, heads: 2),
     ]
 
-    @Test("phased kernels (d = 32, and 16) vs Float64 recurrent reference", arguments: phasedCases)
-    func phased(_ c: ForgetGateCase) throws {
-        let context = try TestDevice.context()
+    @Test("phased kernels (d = 32, and 16) vs Float64 recurrent reference", arguments: onImplementations(phasedCases))
+    func phased(_ t: Targeted<ForgetGateCase>) throws {
+        let context = try t.context(), c = t.value
         for bidirectional in [false, true] {
             for normalize in [false, true] {
                 for pattern in GatePattern.allCases {
@@ -96,9 +96,9 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
         }
     }
 
-    @Test("recurrent kernel vs Float64 recurrent reference", arguments: [1, 65, 197])
-    func recurrent(_ tokens: Int) throws {
-        let context = try TestDevice.context()
+    @Test("recurrent kernel vs Float64 recurrent reference", arguments: onImplementations([1, 65, 197]))
+    func recurrent(_ t: Targeted<Int>) throws {
+        let context = try t.context(), tokens = t.value
         for bidirectional in [false, true] {
             for normalize in [false, true] {
                 for pattern in GatePattern.allCases {

@@ -5,7 +5,8 @@ import Testing
 
 // Every op against its Float64 CPU reference on random inputs of awkward sizes: odd H and W,
 // channel counts that are not multiples of the vector width or work-group size, L = 1, stride 2
-// on odd sizes. Each variant (cpu, gpu) runs on the device that is here (PoCL in CI).
+// on odd sizes. Each variant (cpu, gpu) runs on every hardware implementation that is here
+// (PoCL and Intel's runtime in CI; OclgrindTests runs small cases on the simulator).
 
 @Suite("GEMM") struct GemmTests {
     static let cases: [GemmCase] = [
@@ -19,14 +20,14 @@ import Testing
         GemmCase(m: 7, k: 2048, n: 33, residual: true),
     ]
 
-    @Test("own kernels", arguments: cases, [GemmProvider.register, .tiled])
-    func ownKernels(_ c: GemmCase, provider: GemmProvider) throws {
-        try checkGemm(try TestDevice.context(), c, provider: provider)
+    @Test("own kernels", arguments: onImplementations(cases), [GemmProvider.register, .tiled])
+    func ownKernels(_ c: Targeted<GemmCase>, provider: GemmProvider) throws {
+        try checkGemm(try c.context(), c.value, provider: provider)
     }
 
-    @Test("CLBlast provider with the epilogue kernel", arguments: [cases[2], cases[4]])
-    func clblast(_ c: GemmCase) throws {
-        try checkGemm(try TestDevice.context(), c, provider: .clblast)
+    @Test("CLBlast provider with the epilogue kernel", arguments: onImplementations([cases[2], cases[4]]))
+    func clblast(_ c: Targeted<GemmCase>) throws {
+        try checkGemm(try c.context(), c.value, provider: .clblast)
     }
 
     @Test func rejectsMismatchedShapes() throws {
@@ -63,11 +64,11 @@ import Testing
         ConvCase(height: 56, width: 56, inChannels: 64, outChannels: 64, stride: 1, depthwise: true, activation: .silu),
     ]
 
-    @Test("dense 3x3", arguments: dense, KernelVariant.allCases)
-    func dense(_ c: ConvCase, variant: KernelVariant) throws { try checkConv(try TestDevice.context(variant), c) }
+    @Test("dense 3x3", arguments: onHardware(dense))
+    func dense(_ c: Targeted<ConvCase>) throws { try checkConv(try c.context(), c.value) }
 
-    @Test("depthwise 3x3", arguments: depthwise, KernelVariant.allCases)
-    func depthwise(_ c: ConvCase, variant: KernelVariant) throws { try checkConv(try TestDevice.context(variant), c) }
+    @Test("depthwise 3x3", arguments: onHardware(depthwise))
+    func depthwise(_ c: Targeted<ConvCase>) throws { try checkConv(try c.context(), c.value) }
 
     @Test func rejectsBadArguments() throws {
         let context = try TestDevice.context()
@@ -89,9 +90,9 @@ import Testing
         (1, 1, 0), (1, 64, 0), (197, 96, 0), (5, 1000, 0), (3, 37, 100), (7, 512, 50), (2, 16, 0),
     ]
 
-    @Test("layernorm", arguments: KernelVariant.allCases)
-    func layerNorm(variant: KernelVariant) throws {
-        for s in Self.shapes { try checkLayerNorm(try TestDevice.context(variant), rows: s.rows, channels: s.channels, offset: s.offset) }
+    @Test("layernorm", arguments: KernelTarget.hardware)
+    func layerNorm(target: KernelTarget) throws {
+        for s in Self.shapes { try checkLayerNorm(try target.context(), rows: s.rows, channels: s.channels, offset: s.offset) }
     }
 }
 
@@ -110,9 +111,9 @@ import Testing
     ]
 
     /// Both variants: cpu uses the vectorised kernels where d % 16 == 0, gpu the scalar ones.
-    @Test("linear attention", arguments: cases, KernelVariant.allCases)
-    func attention(_ c: AttentionCase, variant: KernelVariant) throws {
-        try checkLinearAttention(try TestDevice.context(variant), c)
+    @Test("linear attention", arguments: onHardware(cases))
+    func attention(_ c: Targeted<AttentionCase>) throws {
+        try checkLinearAttention(try c.context(), c.value)
     }
 
     @Test("linear attention at L = 65536 (1024 px stage 0)")
@@ -134,16 +135,17 @@ import Testing
 }
 
 @Suite("Reductions and elementwise") struct ReductionTests {
-    @Test func meanTokens() throws {
-        let context = try TestDevice.context()
+    @Test(arguments: KernelTarget.hardware)
+    func meanTokens(target: KernelTarget) throws {
+        let context = try target.context()
         try checkMeanTokens(context, batch: 1, tokens: 1, channels: 3)
         try checkMeanTokens(context, batch: 2, tokens: 197, channels: 37)
         try checkMeanTokens(context, batch: 1, tokens: 65536, channels: 16, offset: 10)
     }
 
-    @Test(arguments: [ElementwiseOp.add, .multiply])
-    func elementwise(_ op: ElementwiseOp) throws {
-        let context = try TestDevice.context()
+    @Test(arguments: [ElementwiseOp.add, .multiply], KernelTarget.hardware)
+    func elementwise(_ op: ElementwiseOp, target: KernelTarget) throws {
+        let context = try target.context()
         try checkElementwise(context, shape: [1], op: op)
         try checkElementwise(context, shape: [3, 37], op: op)
         #expect(throws: MilaError.self) {
@@ -151,16 +153,17 @@ import Testing
         }
     }
 
-    @Test(arguments: Activation.allCases)
-    func activation(_ activation: Activation) throws {
-        let context = try TestDevice.context()
+    @Test(arguments: Activation.allCases, KernelTarget.hardware)
+    func activation(_ activation: Activation, target: KernelTarget) throws {
+        let context = try target.context()
         try checkActivation(context, activation, count: 4099, range: -10...10)
         try checkActivation(context, activation, count: 1001, range: -100...100)
         try checkActivation(context, activation, count: 1001, range: -1e-3...1e-3)
     }
 
-    @Test func pad() throws {
-        let context = try TestDevice.context()
+    @Test(arguments: KernelTarget.hardware)
+    func pad(target: KernelTarget) throws {
+        let context = try target.context()
         try checkPad(context, shape: [1, 3, 5, 7], height: 4, width: 6)
         try checkPad(context, shape: [2, 1, 1, 16], height: 2, width: 2)
         try checkPad(context, shape: [1, 2, 2, 3], height: 2, width: 2)

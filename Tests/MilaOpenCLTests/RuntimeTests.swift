@@ -39,6 +39,36 @@ import Testing
         #expect(CLDiscoveryError.noDevice.description.contains("pocl-opencl-icd"))
     }
 
+    /// CI installs all three implementations (`.ci/setup`); elsewhere a missing one only skips
+    /// its tests (with the reason).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["CI"] != nil, "not CI"))
+    func ciHasEveryImplementation() {
+        for implementation in Implementation.allCases {
+            #expect(implementation.isPresent, "\(implementation.missing)")
+        }
+    }
+
+    @Test func defaultDeviceIsNeverASimulator() throws {
+        let devices = try CLDiscovery.platforms().flatMap(\.devices)
+        if let chosen = CLDiscovery.defaultDevice(from: devices) {
+            #expect(!chosen.isSimulator, "\(chosen.name) is a simulator")
+            if devices.contains(where: { $0.isGPU && !$0.isSimulator }) { #expect(chosen.isGPU) }
+        }
+        if let oclgrind = Implementation.oclgrind.device {
+            #expect(oclgrind.isSimulator && oclgrind.isGPU, "Oclgrind reports itself as a GPU and is marked a simulator")
+            #expect(oclgrind.kindLabel == "GPU, simulator")
+            // Alone, it is not picked: the error says why and how to name it.
+            #expect(CLDiscovery.defaultDevice(from: [oclgrind]) == nil)
+            let message = "\(CLDiscoveryError.onlySimulators(["\(oclgrind.selector) \(oclgrind.name)"]))"
+            #expect(message.contains("--device") && !message.contains("\n"))
+            #expect(try CLDiscovery.select("oclgrind", from: try CLDiscovery.platforms()).name == oclgrind.name)
+        }
+        if let pocl = Implementation.pocl.device, let intel = Implementation.intel.device {
+            // Both CPUs: the README's rule puts PoCL first.
+            #expect(CLDiscovery.defaultDevice(from: [intel, pocl])?.name == pocl.name)
+        }
+    }
+
     @Test func deviceReportMarksTheSelectedDevice() throws {
         #expect(DeviceReport.render([], selected: nil) == DeviceReport.noPlatformMessage)
         #expect(!DeviceReport.noPlatformMessage.contains("\n"))
@@ -168,10 +198,10 @@ import Testing
         #expect(stale.isEmpty, "exercises for kernels that no longer exist: \(stale)")
     }
 
-    @Test(arguments: exercises.keys.sorted())
-    func exerciseLaunchesItsKernel(_ name: String) throws {
+    @Test(arguments: exercises.keys.sorted(), [Implementation.pocl, .intel].filter(\.isPresent))
+    func exerciseLaunchesItsKernel(_ name: String, implementation: Implementation) throws {
         let exercise = try #require(Self.exercises[name])
-        let context = try CLContext(device: try TestDevice.context().device, variant: exercise.variant)
+        let context = try CLContext(device: try #require(implementation.device), variant: exercise.variant)
         try exercise.run(context)
         #expect(context.launchedKernelNames.contains(name), "\(name) was not launched by its exercise")
     }

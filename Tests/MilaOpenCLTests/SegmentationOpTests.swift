@@ -92,41 +92,41 @@ func checkResizeArgmax(_ context: CLContext, batch: Int = 1, height: Int, width:
         ResizeCase(batch: 2, height: 13, width: 19, channels: 32, outHeight: 26, outWidth: 37),
     ]
 
-    @Test("resize_bilinear", arguments: resizes, KernelVariant.allCases)
-    func resize(_ c: ResizeCase, variant: KernelVariant) throws {
-        try checkResize(try TestDevice.context(variant), c)
+    @Test("resize_bilinear", arguments: onHardware(resizes))
+    func resize(_ c: Targeted<ResizeCase>) throws {
+        try checkResize(try c.context(), c.value)
     }
 
-    @Test("resize_bilinear into a channel slice", arguments: KernelVariant.allCases)
-    func resizeSlice(variant: KernelVariant) throws {
-        try checkResize(try TestDevice.context(variant), ResizeCase(height: 3, width: 5, channels: 6, outHeight: 7, outWidth: 4),
+    @Test("resize_bilinear into a channel slice", arguments: KernelTarget.hardware)
+    func resizeSlice(target: KernelTarget) throws {
+        try checkResize(try target.context(), ResizeCase(height: 3, width: 5, channels: 6, outHeight: 7, outWidth: 4),
                         slice: (offset: 5, pixelStride: 19))
-        try checkResize(try TestDevice.context(variant), ResizeCase(height: 3, width: 5, channels: 32, outHeight: 7, outWidth: 4),
+        try checkResize(try target.context(), ResizeCase(height: 3, width: 5, channels: 32, outHeight: 7, outWidth: 4),
                         slice: (offset: 17, pixelStride: 64))
     }
 
     @Test("adaptive_avg_pool", arguments: [(16, 16, 6), (22, 16, 6), (16, 22, 3), (2, 2, 6), (2, 1, 3), (5, 7, 1), (13, 11, 2)],
-          KernelVariant.allCases)
-    func pool(_ c: (Int, Int, Int), variant: KernelVariant) throws {
-        try checkAdaptivePool(try TestDevice.context(variant), height: c.0, width: c.1, channels: 9, size: c.2)
+          KernelTarget.hardware)
+    func pool(_ c: (Int, Int, Int), target: KernelTarget) throws {
+        try checkAdaptivePool(try target.context(), height: c.0, width: c.1, channels: 9, size: c.2)
     }
 
-    @Test("adaptive_avg_pool from a channel slice", arguments: KernelVariant.allCases)
-    func poolSlice(variant: KernelVariant) throws {
-        try checkAdaptivePool(try TestDevice.context(variant), batch: 2, height: 7, width: 5, channels: 6, size: 6,
+    @Test("adaptive_avg_pool from a channel slice", arguments: KernelTarget.hardware)
+    func poolSlice(target: KernelTarget) throws {
+        try checkAdaptivePool(try target.context(), batch: 2, height: 7, width: 5, channels: 6, size: 6,
                               slice: (offset: 3, pixelStride: 13))
     }
 
     @Test("resize_argmax", arguments: [((11, 8), (41, 29), (41, 29)), ((26, 37), (101, 147), (150, 100)),
                                        ((1, 1), (3, 2), (5, 7)), ((12, 16), (48, 64), (33, 100))],
-          KernelVariant.allCases)
-    func resizeArgmax(_ c: ((Int, Int), (Int, Int), (Int, Int)), variant: KernelVariant) throws {
-        try checkResizeArgmax(try TestDevice.context(variant), height: c.0.0, width: c.0.1, classes: 7, mid: c.1, out: c.2)
+          KernelTarget.hardware)
+    func resizeArgmax(_ c: ((Int, Int), (Int, Int), (Int, Int)), target: KernelTarget) throws {
+        try checkResizeArgmax(try target.context(), height: c.0.0, width: c.0.1, classes: 7, mid: c.1, out: c.2)
     }
 
-    @Test("resize_argmax with many classes (16-class blocks and a tail)", arguments: [16, 33, 150], KernelVariant.allCases)
-    func resizeArgmaxBatchAndManyClasses(classes: Int, variant: KernelVariant) throws {
-        try checkResizeArgmax(try TestDevice.context(variant), batch: 2, height: 5, width: 6, classes: classes, mid: (19, 22), out: (23, 17))
+    @Test("resize_argmax with many classes (16-class blocks and a tail)", arguments: [16, 33, 150], KernelTarget.hardware)
+    func resizeArgmaxBatchAndManyClasses(classes: Int, target: KernelTarget) throws {
+        try checkResizeArgmax(try target.context(), batch: 2, height: 5, width: 6, classes: classes, mid: (19, 22), out: (23, 17))
     }
 
     static let implicitGemm: [ConvCase] = [
@@ -137,14 +137,14 @@ func checkResizeArgmax(_ context: CLContext, batch: Int = 1, height: Int, width:
         ConvCase(height: 3, width: 3, inChannels: 513, outChannels: 40, stride: 1, activation: .relu),
     ]
 
-    @Test("conv3x3_igemm", arguments: implicitGemm)
-    func implicitGemmConv(_ c: ConvCase) throws {
-        try checkConv(try TestDevice.context(.cpu), c, implicitGemm: true)
+    @Test("conv3x3_igemm", arguments: onImplementations(implicitGemm))
+    func implicitGemmConv(_ c: Targeted<ConvCase>) throws {
+        try checkConv(try c.context(), c.value, implicitGemm: true)
     }
 
-    @Test("conv3x3 into a channel slice", arguments: [true, false])
-    func convSlice(implicitGemm: Bool) throws {
-        let context = try TestDevice.context(.cpu)
+    @Test("conv3x3 into a channel slice", arguments: [true, false], KernelTarget.hardware.filter { $0.variant == .cpu })
+    func convSlice(implicitGemm: Bool, target: KernelTarget) throws {
+        let context = try target.context()
         let c = ConvCase(height: 4, width: 5, inChannels: 8, outChannels: 20, stride: 1, activation: .relu)
         let label = c.testDescription + " slice igemm=\(implicitGemm)"
         let x = try random([1, 4, 5, 8], label + "x")
@@ -161,8 +161,9 @@ func checkResizeArgmax(_ context: CLContext, batch: Int = 1, height: Int, width:
         #expect((0..<all.count).filter { $0 % 29 < 6 || $0 % 29 >= 26 }.allSatisfy { all[$0] == 7 })
     }
 
-    @Test func layerNormIntoASlice() throws {
-        let context = try TestDevice.context(.cpu)
+    @Test(arguments: KernelTarget.hardware)
+    func layerNormIntoASlice(target: KernelTarget) throws {
+        let context = try target.context()
         let x = try random([6, 32], "ln slice x")
         let (w, b) = (try random([32], "ln slice w"), try random([32], "ln slice b"))
         let expected = try Reference.layerNorm(x, weight: w, bias: b)

