@@ -50,7 +50,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: "opencl or reference.")
     var backend: String = "opencl"
 
-    @Option(name: .long, help: "OpenCL device: index, platform:device, or part of a name (default: $MILA_DEVICE, else the first GPU).")
+    @Option(name: .long, help: "OpenCL device: index, platform:device, or part of a name (default: $MILA_DEVICE, else a GPU, else an accelerator, else a CPU; simulators only when named; see `mila-infer devices`).")
     var device: String?
 
     func backendKind() throws -> BackendKind {

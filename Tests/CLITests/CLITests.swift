@@ -1,6 +1,7 @@
 import Foundation
 import MilaCore
 import MilaWeights
+import MilaOpenCL
 import Testing
 
 /// Runs the built `mila-infer` as a user would.
@@ -138,9 +139,15 @@ enum CLI {
         #expect(badSize.err.contains("--size"))
     }
 
-    @Test func devicesListsPoCL() throws {
+    /// `devices` marks the engine's default: a real device, never the simulator (Oclgrind is
+    /// listed, as "GPU, simulator", where installed).
+    @Test func devicesMarksTheDefaultDevice() throws {
         let result = try CLI.run(["devices"])
         #expect(result.status == 0)
-        #expect(result.out.contains("* 0:0"))
+        let chosen = try #require(CLDiscovery.defaultDevice(from: try CLDiscovery.platforms().flatMap(\.devices)))
+        #expect(result.out.contains("* \(chosen.selector)  \(chosen.name)"), "\(result.out)")
+        let marked = result.out.split(separator: "\n").filter { $0.hasPrefix("  * ") }
+        #expect(marked.count == 1 && !marked[0].contains("simulator"), "\(result.out)")
+        if oclgrindPresent { #expect(result.out.contains("Oclgrind Simulator  [GPU, simulator]"), "\(result.out)") }
     }
 }

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The run on a lent GPU machine (../shared/notes/gpu-device.md): from the repository root there,
+# with .build/gpu-bundle carried (made here by Benchmarks/gpu/bundle.sh). Each step has its own
+# time limit so one slow step cannot use up the lease; a failing step is logged and the rest go
+# on. Writes under $OUT (default ./gpu-out), few files as the tool allows:
+#   devices.txt   nvidia-smi, glibc, `mila-infer devices`
+#   check.txt     `check` (GPU against the CPU reference, op by op) at 224 and 198x150
+#   kernels.txt   mila-kernel-bench at 224 (every kernel and variant, checked against the reference)
+#   sweep.csv     whole-model bench, MLLA-T, 224..2048 at batch 1 and 224..1024 at batch 32
+#   run.log       what ran, how long each step took, exit statuses
+#
+# Rehearse it here against PoCL with MILA_GPU_REHEARSAL=1 (small sizes, short limits).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-$PWD/gpu-out}
+mkdir -p "$out"
+bundle=$PWD/.build/gpu-bundle
+log="$out/run.log"
+export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export MILA_CACHE_DIR=${MILA_CACHE_DIR:-/tmp/mila-gpu-cache}
+rehearsal=${MILA_GPU_REHEARSAL:-0}
+if [ "$rehearsal" = 1 ]; then
+    sizes1=224,320; sizes32=224; batch_big=4; limit=300; check_sizes="64 66x50"
+else
+    sizes1=224,384,512,768,1024,1536,2048; sizes32=224,384,512,768,1024; batch_big=32; limit=150; check_sizes="224 198x150"
+fi
+
+step() {  # name seconds command...: run with a limit, log duration and status
+    local name=$1 seconds=$2 start status
+    shift 2
+    start=$(date +%s)
+    timeout "$seconds" "$@"
+    status=$?
+    echo "$name: exit $status after $(( $(date +%s) - start )) s (limit $seconds s)" >> "$log"
+    return 0
+}
+
+echo "mila GPU run, $(date -u +%FT%TZ), bundle $(tail -1 "$bundle/BUILT" 2>/dev/null), rehearsal $rehearsal" > "$log"
+[ -x "$bundle/mila-infer" ] || { echo "no bundle at $bundle: run Benchmarks/gpu/bundle.sh and carry .build/gpu-bundle" >> "$log"; exit 1; }
+
+# NVIDIA's OpenCL driver: used through the vendors file that names it, or one written here.
+if ! grep -qsi nvidia /etc/OpenCL/vendors/*.icd; then
+    nvidia=$(ldconfig -p 2>/dev/null | awk '/libnvidia-opencl\.so\.1/ {print $NF; exit}')
+    [ -n "$nvidia" ] || nvidia=$(find /usr /lib /opt -name 'libnvidia-opencl.so.1*' 2>/dev/null | head -1)
+    if [ -n "$nvidia" ]; then
+        vendors=$(mktemp -d)
+        echo "$nvidia" > "$vendors/nvidia.icd"
+        export OCL_ICD_VENDORS=$vendors
+        echo "wrote $vendors/nvidia.icd -> $nvidia" >> "$log"
+    else
+        echo "no libnvidia-opencl.so.1 found; running on whatever OpenCL device is here" >> "$log"
+    fi
+fi
+
+B="$bundle/mila-infer"
+{
+    nvidia-smi 2>&1 || echo "(no nvidia-smi)"
+    echo "glibc: $(ldd --version 2>&1 | head -1)"
+    echo "bundle built with: $(head -1 "$bundle/BUILT" 2>/dev/null)"
+    "$B" devices
+} > "$out/devices.txt" 2>&1
+echo "devices: exit $? (see devices.txt)" >> "$log"
+
+: > "$out/check.txt"
+for size in $check_sizes; do
+    for variant in gpu cpu; do
+        echo "== check --arch mlla_t --size $size, kernel variant $variant" >> "$out/check.txt"
+        MILA_KERNEL_VARIANT=$variant step "check $size $variant" "$limit" "$B" check --arch mlla_t --size "$size" >> "$out/check.txt" 2>&1
+    done
+done
+
+step "kernel bench" "$limit" "$bundle/mila-kernel-bench" --resolution 224 --runs 5 > "$out/kernels.txt" 2>&1
+
+: > "$out/sweep.csv"
+step "sweep batch 1" "$limit" "$B" bench --arch mlla_t --resolutions "$sizes1" --batch 1 --runs 5 --format csv >> "$out/sweep.csv" 2>>"$log"
+step "sweep batch $batch_big" "$limit" "$B" bench --arch mlla_t --resolutions "$sizes32" --batch "$batch_big" --runs 3 --format csv >> "$out/sweep.csv" 2>>"$log"
+echo "done $(date -u +%FT%TZ)" >> "$log"
