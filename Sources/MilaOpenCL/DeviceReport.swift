@@ -27,7 +27,7 @@ public enum DeviceReport {
             lines.append("(no device is picked by default: simulators are used only when named)")
         }
         lines.append("* = the device the engine picks (choose with --device or MILA_DEVICE: an index, platform:device, or part of a name); "
-                     + "by default a real GPU, else an accelerator, else a CPU (PoCL before Intel's runtime), never a simulator")
+                     + "by default a real GPU, else an accelerator, else a CPU (Intel's runtime before PoCL), never a simulator")
         return lines.joined(separator: "\n")
     }
 

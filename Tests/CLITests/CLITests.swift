@@ -139,12 +139,12 @@ enum CLI {
         #expect(badSize.err.contains("--size"))
     }
 
-    /// `devices` marks the engine's default: a real device, never the simulator (Oclgrind is
-    /// listed, as "GPU, simulator", where installed).
+    /// `devices` marks the device the engine would use ($MILA_DEVICE, else the default), never the
+    /// simulator unless named (Oclgrind is listed, as "GPU, simulator", where installed).
     @Test func devicesMarksTheDefaultDevice() throws {
         let result = try CLI.run(["devices"])
         #expect(result.status == 0)
-        let chosen = try #require(CLDiscovery.defaultDevice(from: try CLDiscovery.platforms().flatMap(\.devices)))
+        let chosen = try CLDiscovery.select(nil, from: try CLDiscovery.platforms())  // the default, or $MILA_DEVICE
         #expect(result.out.contains("* \(chosen.selector)  \(chosen.name)"), "\(result.out)")
         let marked = result.out.split(separator: "\n").filter { $0.hasPrefix("  * ") }
         #expect(marked.count == 1 && !marked[0].contains("simulator"), "\(result.out)")
