@@ -3,10 +3,12 @@
 # toolchain and no package registry): release mila-infer and mila-kernel-bench with the Swift
 # runtime and Foundation linked in, stripped, plus every shared library they load beyond glibc
 # (the OpenCL ICD loader, CLBlast, libpng, libjpeg, libstdc++), in .build/gpu-bundle/. Kernels
-# and the embedded models are inside the binaries. The device tool carries the folder:
+# and the embedded models are inside the binaries. The two binaries are ~120 MB (each links
+# Foundation and ICU's data), over what the device tool carries with the working tree (64 MiB in
+# all, the tree is ~41 MB), so the folder travels as .build/gpu-bundle.tar.xz (~21 MB):
 #
 #   bash Benchmarks/gpu/bundle.sh        # here, then run Benchmarks/gpu/run.sh there, with
-#                                        # carry [".build/gpu-bundle"]
+#                                        # carry [".build/gpu-bundle.tar.xz"]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 swift build -c release --static-swift-stdlib --product mila-infer >/dev/null
@@ -28,5 +30,5 @@ while read -r library; do
 done
 echo "glibc here: $(ldd --version | head -1)" > "$bundle/BUILT"
 git rev-parse --short HEAD >> "$bundle/BUILT" 2>/dev/null || true
-du -sh "$bundle"
-ls "$bundle/lib"
+tar -C .build -cf - gpu-bundle | xz -9e -T2 > .build/gpu-bundle.tar.xz
+echo "$(du -sh "$bundle" | cut -f1) in $bundle, $(du -h .build/gpu-bundle.tar.xz | cut -f1) as .build/gpu-bundle.tar.xz; libraries: $(ls "$bundle/lib" | tr '\n' ' ')"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The run on a lent GPU machine (../shared/notes/gpu-device.md): from the repository root there,
-# with .build/gpu-bundle carried (made here by Benchmarks/gpu/bundle.sh). Each step has its own
+# with .build/gpu-bundle.tar.xz carried (made here by Benchmarks/gpu/bundle.sh; unpacked to /tmp). Each step has its own
 # time limit so one slow step cannot use up the lease; a failing step is logged and the rest go
 # on. Writes under $OUT (default ./gpu-out), few files as the tool allows:
 #   devices.txt   nvidia-smi, glibc, `mila-infer devices`
@@ -14,15 +14,26 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$PWD/gpu-out}
 mkdir -p "$out"
-bundle=$PWD/.build/gpu-bundle
 log="$out/run.log"
+bundle=$PWD/.build/gpu-bundle
+if [ -f .build/gpu-bundle.tar.xz ]; then
+    bundle=/tmp/mila-gpu/gpu-bundle
+    rm -rf /tmp/mila-gpu && mkdir -p /tmp/mila-gpu
+    tar -C /tmp/mila-gpu -xJf .build/gpu-bundle.tar.xz 2>/dev/null ||
+        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' .build/gpu-bundle.tar.xz /tmp/mila-gpu
+fi
 export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export MILA_CACHE_DIR=${MILA_CACHE_DIR:-/tmp/mila-gpu-cache}
 rehearsal=${MILA_GPU_REHEARSAL:-0}
+# Limits per step: the whole script must end inside one device command (600 s) and the lease;
+# worst case 4 x 60 + 120 + 2 x 90 = 540 s.
 if [ "$rehearsal" = 1 ]; then
-    sizes1=224,320; sizes32=224; batch_big=4; limit=300; check_sizes="64 66x50"
+    sizes1=224,320; sizes32=224; batch_big=4; check_sizes="64 66x50"; check_limit=300; kernel_limit=300; sweep_limit=300
+    kernel_only=(--only gemm)
 else
-    sizes1=224,384,512,768,1024,1536,2048; sizes32=224,384,512,768,1024; batch_big=32; limit=150; check_sizes="224 198x150"
+    sizes1=224,384,512,768,1024,1536,2048; sizes32=224,384,512,768,1024; batch_big=32; check_sizes="224 198x150"
+    check_limit=60; kernel_limit=120; sweep_limit=90
+    kernel_only=()
 fi
 
 step() {  # name seconds command...: run with a limit, log duration and status
@@ -36,7 +47,7 @@ step() {  # name seconds command...: run with a limit, log duration and status
 }
 
 echo "mila GPU run, $(date -u +%FT%TZ), bundle $(tail -1 "$bundle/BUILT" 2>/dev/null), rehearsal $rehearsal" > "$log"
-[ -x "$bundle/mila-infer" ] || { echo "no bundle at $bundle: run Benchmarks/gpu/bundle.sh and carry .build/gpu-bundle" >> "$log"; exit 1; }
+[ -x "$bundle/mila-infer" ] || { echo "no bundle at $bundle: run Benchmarks/gpu/bundle.sh and carry .build/gpu-bundle.tar.xz" >> "$log"; exit 1; }
 
 # NVIDIA's OpenCL driver: used through the vendors file that names it, or one written here.
 if ! grep -qsi nvidia /etc/OpenCL/vendors/*.icd; then
@@ -65,13 +76,13 @@ echo "devices: exit $? (see devices.txt)" >> "$log"
 for size in $check_sizes; do
     for variant in gpu cpu; do
         echo "== check --arch mlla_t --size $size, kernel variant $variant" >> "$out/check.txt"
-        MILA_KERNEL_VARIANT=$variant step "check $size $variant" "$limit" "$B" check --arch mlla_t --size "$size" >> "$out/check.txt" 2>&1
+        MILA_KERNEL_VARIANT=$variant step "check $size $variant" "$check_limit" "$B" check --arch mlla_t --size "$size" >> "$out/check.txt" 2>&1
     done
 done
 
-step "kernel bench" "$limit" "$bundle/mila-kernel-bench" --resolution 224 --runs 5 > "$out/kernels.txt" 2>&1
+step "kernel bench" "$kernel_limit" "$bundle/mila-kernel-bench" --resolution 224 --runs 5 "${kernel_only[@]}" > "$out/kernels.txt" 2>&1
 
 : > "$out/sweep.csv"
-step "sweep batch 1" "$limit" "$B" bench --arch mlla_t --resolutions "$sizes1" --batch 1 --runs 5 --format csv >> "$out/sweep.csv" 2>>"$log"
-step "sweep batch $batch_big" "$limit" "$B" bench --arch mlla_t --resolutions "$sizes32" --batch "$batch_big" --runs 3 --format csv >> "$out/sweep.csv" 2>>"$log"
+step "sweep batch 1" "$sweep_limit" "$B" bench --arch mlla_t --resolutions "$sizes1" --batch 1 --runs 5 --format csv >> "$out/sweep.csv" 2>>"$log"
+step "sweep batch $batch_big" "$sweep_limit" "$B" bench --arch mlla_t --resolutions "$sizes32" --batch "$batch_big" --runs 3 --format csv >> "$out/sweep.csv" 2>>"$log"
 echo "done $(date -u +%FT%TZ)" >> "$log"
