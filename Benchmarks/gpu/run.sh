@@ -28,10 +28,10 @@ rehearsal=${MILA_GPU_REHEARSAL:-0}
 # Limits per step: the whole script must end inside one device command (600 s) and the lease;
 # worst case 4 x 60 + 120 + 2 x 90 = 540 s.
 if [ "$rehearsal" = 1 ]; then
-    sizes1=224,320; sizes32=224; batch_big=4; check_sizes="64 66x50"; check_limit=300; kernel_limit=300; sweep_limit=300
+    sizes1=224,320; sizes32=224; batch_big=4; check_sizes="64x64 66x50"; check_limit=300; kernel_limit=300; sweep_limit=300
     kernel_only=(--only gemm)
 else
-    sizes1=224,384,512,768,1024,1536,2048; sizes32=224,384,512,768,1024; batch_big=32; check_sizes="224 198x150"
+    sizes1=224,384,512,768,1024,1536,2048; sizes32=224,384,512,768,1024; batch_big=32; check_sizes="224x224 198x150"
     check_limit=60; kernel_limit=120; sweep_limit=90
     kernel_only=()
 fi
