@@ -183,10 +183,14 @@ public final class CLContext: @unchecked Sendable {
         let key = "\(source.rawValue)|\(options)|\(name)"
         lock.lock(); defer { lock.unlock() }
         if let cached = kernels[key] { return cached }
-        let program = try program(source, options: options)
+        return try entryPoint(name, of: try program(source, options: options), file: source.rawValue, key: key)
+    }
+
+    /// Creates the kernel `name` of a built `program` and caches it under `key` (lock held).
+    private func entryPoint(_ name: String, of program: cl_program, file: String, key: String) throws -> CLKernel {
         var status: cl_int = 0
         guard let kernel = clCreateKernel(program, name, &status), status == CL_SUCCESS else {
-            throw CLError(call: "clCreateKernel", status: status, context: "\(name) in \(source.rawValue)")
+            throw CLError(call: "clCreateKernel", status: status, context: "\(name) in \(file)")
         }
         let wrapped = CLKernel(kernel, name: name)
         kernels[key] = wrapped
@@ -228,13 +232,7 @@ public final class CLContext: @unchecked Sendable {
         let memoryKey = "text:\(file)|\(source.hashValue)"
         let program = try programs[memoryKey] ?? programFromSource(source, file: file, options: Self.baseOptions)
         programs[memoryKey] = program
-        var status: cl_int = 0
-        guard let kernel = clCreateKernel(program, name, &status), status == CL_SUCCESS else {
-            throw CLError(call: "clCreateKernel", status: status, context: "\(name) in \(file)")
-        }
-        let wrapped = CLKernel(kernel, name: name)
-        kernels[key] = wrapped
-        return wrapped
+        return try entryPoint(name, of: program, file: file, key: key)
     }
 
     private func programFromSource(_ text: String, file: String, options: String) throws -> cl_program {
