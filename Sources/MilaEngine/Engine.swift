@@ -39,9 +39,7 @@ public final class Engine {
             throw ModelError.config("give --model PATH or --arch NAME")
         }
         switch kind {
-        case .opencl:
-            let chosen = try CLDiscovery.select(device, from: try CLDiscovery.platforms())
-            backend = CLBackend(context: try CLContext(device: chosen, variant: variant), weights: weights)
+        case .opencl: backend = CLBackend(context: try CLContext(selector: device, variant: variant), weights: weights)
         case .reference: backend = ReferenceBackend(weights: weights)
         }
     }

@@ -131,11 +131,8 @@ public enum CLDiscovery {
             let platform = device.platformName.lowercased()
             return cpuPreference.firstIndex { platform.contains($0) } ?? cpuPreference.count
         }
-        let cpus = real.filter(\.isCPU)
-        if let cpu = cpus.enumerated().min(by: { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) })?.element {
-            return cpu
-        }
-        return real.first
+        // min(by:) keeps the first of equal ranks: discovery order breaks ties.
+        return real.filter(\.isCPU).min { rank($0) < rank($1) } ?? real.first
     }
 
     /// The ICD loader loads every installed driver into the process on the first call. Several

@@ -61,8 +61,6 @@ struct KernelTarget: Hashable, Sendable, CustomTestStringConvertible {
         KernelVariant.allCases.map { KernelTarget(implementation: implementation, variant: $0) }
     }
 
-    static let oclgrind: [KernelTarget] = KernelVariant.allCases.map { KernelTarget(implementation: .oclgrind, variant: $0) }
-
     nonisolated(unsafe) private static var shared: [KernelTarget: CLContext] = [:]
     private static let lock = NSLock()
 
