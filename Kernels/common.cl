@@ -92,22 +92,41 @@ MILA_DEFINE_MATH(float4, int4, convert_int4, as_float4)
 MILA_DEFINE_MATH(float8, int8, convert_int8, as_float8)
 MILA_DEFINE_MATH(float16, int16, convert_int16, as_float16)
 
+// Weight storage: float, or IEEE half with MILA_HALF_WEIGHTS (Precision.fp16 on the host).
+// Half weights are read with vload_half* (core OpenCL C, widened to float on load); every
+// product and sum stays float32. Kernels declare their weight pointers weight_t and load
+// them only through these macros.
+#ifdef MILA_HALF_WEIGHTS
+typedef half weight_t;
+#define WLOAD1(i, p) vload_half((i), (p))
+#define WLOAD4(i, p) vload_half4((i), (p))
+#define WLOAD16(i, p) vload_half16((i), (p))
+#else
+typedef float weight_t;
+#define WLOAD1(i, p) ((p)[i])
+#define WLOAD4(i, p) vload4((i), (p))
+#define WLOAD16(i, p) vload16((i), (p))
+#endif
+
 // Vector helpers parameterised by VEC (1, 4, 8 or 16) for kernels that choose their width by a
 // build define.
 #ifdef VEC
 #if VEC == 1
 typedef float vec_t;
 #define VLOAD(p) (*(p))
+#define WVLOAD(p) WLOAD1(0, (p))
 #define VSTORE(v, p) (*(p) = (v))
 #define VACT(x, act) mila_act_float((x), (act))
 #elif VEC == 4
 typedef float4 vec_t;
 #define VLOAD(p) vload4(0, (p))
+#define WVLOAD(p) WLOAD4(0, (p))
 #define VSTORE(v, p) vstore4((v), 0, (p))
 #define VACT(x, act) mila_act_float4((x), (act))
 #elif VEC == 16
 typedef float16 vec_t;
 #define VLOAD(p) vload16(0, (p))
+#define WVLOAD(p) WLOAD16(0, (p))
 #define VSTORE(v, p) vstore16((v), 0, (p))
 #define VACT(x, act) mila_act_float16((x), (act))
 #else

@@ -14,6 +14,7 @@
 // Variants (build defines): CPU VEC=16 with XPW x COV = 16 x 1 (Cout <= 16) or 8 x 2 (16 float16
 //   accumulators; 8 x 2 beat 4 x 4 by ~25% on the 32 -> 256 stem conv); GPU VEC=4 COV=1 XPW=1
 //   (float4, many work-items). Local size auto.
+// Weights are weight_t (common.cl): float, or half with MILA_HALF_WEIGHTS; the math is float.
 // CPU reference: Reference.conv3x3(depthwise: false). Tests: ConvolutionTests.
 
 #ifndef XPW
@@ -24,7 +25,7 @@
 #endif
 
 __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, const int Wo, const int Cout,
-                      const int CoutP, const int stride, __global const float* in, __global const float* w,
+                      const int CoutP, const int stride, __global const float* in, __global const weight_t* w,
                       __global const float* bias, __global const float* res, __global float* out,
                       const int act, const int flags, const int outOffset, const int outStride) {
     const int c0 = get_global_id(0) * (VEC * COV);
@@ -46,7 +47,7 @@ __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, con
         __global const float* inRow = in + ((size_t)b * H + iy) * W * Cin;
         #pragma unroll
         for (int kx = 0; kx < 3; ++kx) {
-            __global const float* wTap = w + (size_t)(ky * 3 + kx) * Cin * CoutP + c0;
+            __global const weight_t* wTap = w + (size_t)(ky * 3 + kx) * Cin * CoutP + c0;
             int offset[XPW];
             float valid[XPW];
             #pragma unroll
@@ -59,7 +60,7 @@ __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, con
             for (int ci = 0; ci < Cin; ++ci) {
                 vec_t wv[COV];
                 #pragma unroll
-                for (int q = 0; q < COV; ++q) wv[q] = VLOAD(wTap + (size_t)ci * CoutP + q * VEC);
+                for (int q = 0; q < COV; ++q) wv[q] = WVLOAD(wTap + (size_t)ci * CoutP + q * VEC);
                 #pragma unroll
                 for (int p = 0; p < XPW; ++p) {
                     const vec_t xv = (vec_t)(inRow[offset[p] + ci] * valid[p]);
@@ -163,7 +164,7 @@ inline void igemm_store16(float16 v, int col, int Cout, size_t pixel, __global c
 // `out`, and only the last (kEnd == 9 Cin) applies the epilogue. Each launch's panel then
 // serves every pixel tile from cache. Summation order over k is unchanged by the split.
 __kernel void conv3x3_igemm(const int H, const int W, const int Cin, const int Ho, const int Wo, const int Cout,
-                            const int CoutP, const int stride, __global const float* in, __global const float* w,
+                            const int CoutP, const int stride, __global const float* in, __global const weight_t* w,
                             __global const float* bias, __global const float* res, __global float* out,
                             const int act, const int flags, const int outOffset, const int outStride,
                             __global const float* zeros, const int kBegin, const int kEnd) {
@@ -192,9 +193,9 @@ __kernel void conv3x3_igemm(const int H, const int W, const int Cin, const int H
         __global const float* a1 = (ix1 >= 0 && ix1 < W && ox0 + 1 < Wo) ? inRow + (size_t)ix1 * Cin : zeros;
         __global const float* a2 = (ix2 >= 0 && ix2 < W && ox0 + 2 < Wo) ? inRow + (size_t)ix2 * Cin : zeros;
         __global const float* a3 = (ix3 >= 0 && ix3 < W && ox0 + 3 < Wo) ? inRow + (size_t)ix3 * Cin : zeros;
-        __global const float* wt = w + ((size_t)tap * Cin + ciBegin) * CoutP + n0;
+        __global const weight_t* wt = w + ((size_t)tap * Cin + ciBegin) * CoutP + n0;
         for (int ci = ciBegin; ci < ciEnd; ++ci, wt += CoutP) {
-            const float16 w0 = vload16(0, wt), w1 = vload16(1, wt), w2 = vload16(2, wt), w3 = vload16(3, wt);
+            const float16 w0 = WLOAD16(0, wt), w1 = WLOAD16(1, wt), w2 = WLOAD16(2, wt), w3 = WLOAD16(3, wt);
             IGEMM_FMA(a0[ci], c00, c01, c02, c03)
             IGEMM_FMA(a1[ci], c10, c11, c12, c13)
             IGEMM_FMA(a2[ci], c20, c21, c22, c23)

@@ -12,6 +12,7 @@
 // Variants (build defines): CPU VEC=16 XPW=8, 2 blocks per work-item (explicit float16: 10x
 //   faster than scalar on PoCL, ../shared/notes/opencl-pocl.md section 3); GPU VEC=4 XPW=1, one
 //   block (one output vector per work-item, many work-items).
+// Weights are weight_t (common.cl): float, or half with MILA_HALF_WEIGHTS; the math is float.
 // CPU reference: Reference.conv3x3(depthwise: true). Tests: ConvolutionTests.
 
 #ifndef XPW
@@ -23,7 +24,7 @@ inline vec_t dw_load(__global const float* rowIn, int x, int W, int C) {
 }
 
 __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, const int Wo, const int stride,
-                        __global const float* in, __global const float* w, __global const float* bias,
+                        __global const float* in, __global const weight_t* w, __global const float* bias,
                         __global const float* res, __global float* out, const int act, const int flags,
                         const int blocksPerItem) {
     const int c0 = get_global_id(0) * VEC;
@@ -42,9 +43,9 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
         const int iy = oy * stride + ky - 1;
         if (iy < 0 || iy >= H) continue;
         __global const float* rowIn = in + ((size_t)b * H + iy) * W * C + c0;
-        const vec_t w0 = VLOAD(w + (ky * 3 + 0) * C + c0);
-        const vec_t w1 = VLOAD(w + (ky * 3 + 1) * C + c0);
-        const vec_t w2 = VLOAD(w + (ky * 3 + 2) * C + c0);
+        const vec_t w0 = WVLOAD(w + (ky * 3 + 0) * C + c0);
+        const vec_t w1 = WVLOAD(w + (ky * 3 + 1) * C + c0);
+        const vec_t w2 = WVLOAD(w + (ky * 3 + 2) * C + c0);
         if (stride == 1 && ox0 >= 1 && ox0 + XPW < W) {
             // Interior: all XPW + 2 input columns exist, no bounds checks.
             __global const float* p = rowIn + (size_t)(ox0 - 1) * C;

@@ -19,6 +19,7 @@
 //               Global (16 * ceil(N/64), 16 * ceil(M/64)), local (16, 16).
 //   gemm_epilogue  the epilogue alone, for the CLBlast provider (which cannot fuse it):
 //               Y = act(Y + bias) * MUL + RES in place. Global (N, M).
+// B is weight_t (common.cl): float, or half with MILA_HALF_WEIGHTS (fp16 weights, float math).
 // CPU reference: Reference.gemm (Sources/MilaReference/Reference.swift). Tests: GemmTests.
 
 inline void gemm_store16(float16 v, int row, int col, int N, __global const float* bias,
@@ -68,7 +69,7 @@ inline void gemm_store1(float v, int row, int col, int N, __global const float* 
     }
 
 __kernel void gemm_reg(const int M, const int N, const int K, const int ldb,
-                       __global const float* A, __global const float* B, __global const float* bias,
+                       __global const float* A, __global const weight_t* B, __global const float* bias,
                        __global const float* mul, __global const float* res, __global float* Y,
                        const int act, const int flags, const int rowsFirst) {
     // rowsFirst: dim 0 walks row tiles, so consecutive work-items share one B panel (used when
@@ -83,9 +84,9 @@ __kernel void gemm_reg(const int M, const int N, const int K, const int ldb,
     __global const float* a3 = A + (size_t)min(m0 + 3, M - 1) * K;
     float16 c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
     float16 c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
-    __global const float* b = B + n0;
+    __global const weight_t* b = B + n0;
     for (int k = 0; k < K; ++k, b += ldb) {
-        const float16 b0 = vload16(0, b), b1 = vload16(1, b), b2 = vload16(2, b), b3 = vload16(3, b);
+        const float16 b0 = WLOAD16(0, b), b1 = WLOAD16(1, b), b2 = WLOAD16(2, b), b3 = WLOAD16(3, b);
         GEMM_ROW_FMA(a0[k], c00, c01, c02, c03)
         GEMM_ROW_FMA(a1[k], c10, c11, c12, c13)
         GEMM_ROW_FMA(a2[k], c20, c21, c22, c23)
@@ -102,7 +103,7 @@ __kernel void gemm_reg(const int M, const int N, const int K, const int ldb,
 
 __kernel __attribute__((reqd_work_group_size(16, 16, 1)))
 void gemm_tiled(const int M, const int N, const int K, const int ldb,
-                __global const float* A, __global const float* B, __global const float* bias,
+                __global const float* A, __global const weight_t* B, __global const float* bias,
                 __global const float* mul, __global const float* res, __global float* Y,
                 const int act, const int flags) {
     __local float As[TILE_K][TILE + 1];
@@ -121,7 +122,7 @@ void gemm_tiled(const int M, const int N, const int K, const int ldb,
             As[ak][am] = (gm < M && gk < K) ? A[(size_t)gm * K + gk] : 0.0f;
             const int bk = e / TILE, bn = e % TILE;
             const int hk = k0 + bk;
-            Bs[bk][bn] = (hk < K) ? B[(size_t)hk * ldb + n0 + bn] : 0.0f;
+            Bs[bk][bn] = (hk < K) ? WLOAD1((size_t)hk * ldb + n0 + bn, B) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int kk = 0; kk < TILE_K; ++kk) {

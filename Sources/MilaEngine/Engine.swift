@@ -19,13 +19,18 @@ public final class Engine {
     public let weights: [String: Tensor]
     public let backend: Backend
     public let source: String
+    /// How the backend stores the weights.
+    public let precision: Precision
     private var graphs: [String: Graph] = [:]
 
     /// Loads `model` (a file path, or the name of an embedded model) or, with no model, random
     /// weights for `arch`. `device` selects the OpenCL device (`CLDiscovery.select`), `variant`
-    /// its kernel family (default: by device type, or `MILA_KERNEL_VARIANT`).
+    /// its kernel family (default: by device type, or `MILA_KERNEL_VARIANT`); `precision` how
+    /// the weights are stored (fp16 needs cl_khr_fp16; the reference then rounds the same
+    /// weights to half).
     public init(model: String?, arch: String?, stateDictKey: String? = nil, backend kind: BackendKind,
-                device: String? = nil, variant: KernelVariant? = nil, seed: UInt64 = 0) throws {
+                device: String? = nil, variant: KernelVariant? = nil, precision: Precision = .fp32, seed: UInt64 = 0) throws {
+        self.precision = precision
         if let model {
             let file = try Engine.openModel(model, stateDictKey: stateDictKey)
             config = try ModelConfig.resolve(for: file, arch: arch)
@@ -39,8 +44,8 @@ public final class Engine {
             throw ModelError.config("give --model PATH or --arch NAME")
         }
         switch kind {
-        case .opencl: backend = CLBackend(context: try CLContext(selector: device, variant: variant), weights: weights)
-        case .reference: backend = ReferenceBackend(weights: weights)
+        case .opencl: backend = try CLBackend(context: try CLContext(selector: device, variant: variant), weights: weights, precision: precision)
+        case .reference: backend = ReferenceBackend(weights: weights, precision: precision)
         }
     }
 

@@ -23,9 +23,23 @@ public final class CLBackend: Backend {
     /// Bytes of the packed weights on the device.
     public private(set) var weightBytes = 0
 
+    /// How the GEMM and convolution weights are stored on the device (`Precision`).
+    public let precision: Precision
+
+    /// A float32 backend.
     public init(context: CLContext, weights: [String: Tensor]) {
         self.context = context
         self.weights = weights
+        self.precision = .fp32
+    }
+
+    /// Stores the GEMM and 3x3 convolution weights as `precision`; throws the device's
+    /// refusal when it cannot (fp16 without cl_khr_fp16).
+    public init(context: CLContext, weights: [String: Tensor], precision: Precision) throws {
+        try context.require(precision)
+        self.context = context
+        self.weights = weights
+        self.precision = precision
     }
 
     public func unsupportedNodes(in graph: Graph) -> [String] { [] }
@@ -47,16 +61,17 @@ public final class CLBackend: Backend {
 
     private func gemmWeights(_ w: String, _ b: String?) throws -> GemmWeights {
         if let cached = gemm[w] { return cached }
-        let prepared = try GemmWeights(context: context, weight: try tensor(w), bias: try b.map(tensor))
-        weightBytes += prepared.leadingDimension * prepared.inFeatures * 4
+        let prepared = try GemmWeights(context: context, weight: try tensor(w), bias: try b.map(tensor), precision: precision, name: w)
+        weightBytes += prepared.bytes
         gemm[w] = prepared
         return prepared
     }
 
     private func convWeights(_ w: String, _ b: String?, depthwise: Bool) throws -> Conv3x3Weights {
         if let cached = conv[w] { return cached }
-        let prepared = try Conv3x3Weights(context: context, weight: try tensor(w), bias: try b.map(tensor), depthwise: depthwise)
-        weightBytes += Shape.count(prepared.weightShape) * 4
+        let prepared = try Conv3x3Weights(context: context, weight: try tensor(w), bias: try b.map(tensor), depthwise: depthwise,
+                                          precision: precision, name: w)
+        weightBytes += prepared.bytes
         conv[w] = prepared
         return prepared
     }

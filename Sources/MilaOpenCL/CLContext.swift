@@ -136,6 +136,19 @@ public final class CLContext: @unchecked Sendable {
         return buffer
     }
 
+    /// Copies IEEE half bit patterns into a new buffer (blocking). The buffer's `count` is in
+    /// float-sized slots: ceil(n / 2).
+    public func upload(halfBits: [UInt16]) throws -> CLBuffer {
+        let buffer = try self.buffer(count: max((halfBits.count + 1) / 2, 1))
+        guard !halfBits.isEmpty else { return buffer }
+        lock.lock(); defer { lock.unlock() }
+        try halfBits.withUnsafeBytes { raw in
+            try CLError.check(clEnqueueWriteBuffer(queue, buffer.mem, cl_bool(CL_TRUE), 0, raw.count, raw.baseAddress, 0, nil, nil),
+                              "clEnqueueWriteBuffer")
+        }
+        return buffer
+    }
+
     public func write(_ values: [Float], to buffer: CLBuffer, offset: Int = 0) throws {
         guard offset + values.count <= buffer.count else {
             throw CLError(call: "clEnqueueWriteBuffer", status: CL_INVALID_VALUE,

@@ -173,8 +173,11 @@ public enum CLDiscovery {
             throw CLDiscoveryError.noMatch(selector: raw, available: all.map { "\($0.selector) \($0.name)" })
         }
         let needle = raw.lowercased()
-        // Device, platform and vendor names, and the OpenCL C version string, which names PoCL.
-        if let match = all.first(where: { [$0.name, $0.platformName, $0.vendor, $0.openCLCVersion].contains { $0.lowercased().contains(needle) } }) {
+        // The platform's name first (it names the implementation: on an Intel CPU "intel" is in
+        // PoCL's device name too, and means Intel's runtime), then the device and vendor names and
+        // the OpenCL C version string, which names PoCL.
+        if let match = all.first(where: { $0.platformName.lowercased().contains(needle) })
+            ?? all.first(where: { [$0.name, $0.vendor, $0.openCLCVersion].contains { $0.lowercased().contains(needle) } }) {
             return match
         }
         throw CLDiscoveryError.noMatch(selector: raw, available: all.map { "\($0.selector) \($0.name)" })

@@ -4,9 +4,17 @@ import MilaCore
 /// Runs a graph with the Float64 reference ops: the engine's ground truth.
 public final class ReferenceBackend: Backend {
     public let name = "reference"
-    let weights: [String: Tensor]
+    private(set) var weights: [String: Tensor]
+    /// With `.fp16`, the weights an fp16 device stores as half floats
+    /// (`Precision.halfWeightNames`) are rounded to half before use: the exact reference of an
+    /// fp16 run, whose only difference from fp32 is that rounding.
+    public let precision: Precision
+    private var roundedNames: Set<String> = []
 
-    public init(weights: [String: Tensor]) { self.weights = weights }
+    public init(weights: [String: Tensor], precision: Precision = .fp32) {
+        self.weights = weights
+        self.precision = precision
+    }
 
     public func unsupportedNodes(in graph: Graph) -> [String] { [] }
 
@@ -17,6 +25,14 @@ public final class ReferenceBackend: Backend {
 
     public func run(_ graph: Graph, input: Tensor, keep: Set<Int>) throws -> [Int: Tensor] {
         try checkSupport(graph)
+        if precision == .fp16 {
+            for name in Precision.halfWeightNames(in: graph).subtracting(roundedNames) {
+                guard let t = weights[name] else { continue }
+                try Precision.checkFitsHalf(t, name: name)
+                weights[name] = try Tensor(shape: t.shape, data: Precision.roundedToHalf(t.data))
+                roundedNames.insert(name)
+            }
+        }
         var values: [Int: Tensor] = [:]
         let lastUse = graph.lastUses()
         let wanted = keep.union(graph.outputs.values)

@@ -77,10 +77,11 @@ struct Bench: ParsableCommand {
             let kind = try options.backendKind()
             let arch = options.model == nil && options.arch == nil ? "mlla_t" : options.arch
             let engine = try Engine(model: options.model, arch: arch, stateDictKey: options.stateDict, backend: kind,
-                                    device: options.device, seed: seed)
+                                    device: options.device, precision: options.precision, seed: seed)
             let sizes = try sizes(segmentation: engine.isSegmentation)
             let reference = compareReference && kind == .opencl
-                ? try Engine(model: options.model, arch: arch, stateDictKey: options.stateDict, backend: .reference, seed: seed) : nil
+                ? try Engine(model: options.model, arch: arch, stateDictKey: options.stateDict, backend: .reference,
+                                 precision: options.precision, seed: seed) : nil
             if profile && kind != .opencl { throw ValidationError("--profile reads OpenCL profiling events: use it with --backend opencl") }
             let header = BenchHeader(engine: engine)
             // A preset's name, else the model's (an embedded model or the file name).

@@ -62,7 +62,7 @@ struct Classify: ParsableCommand {
             // No model and no architecture: the embedded digit classifier.
             let model = options.model ?? (options.arch == nil ? ModelZoo.defaultName : nil)
             let engine = try Engine(model: model, arch: options.arch, stateDictKey: options.stateDict,
-                                    backend: try options.backendKind(), device: options.device)
+                                    backend: try options.backendKind(), device: options.device, precision: options.precision)
             if engine.isSegmentation { throw ValidationError("\(engine.source) is a segmentation model; use segment") }
             guard !engine.config.backbone else {
                 throw ValidationError("\(engine.source) is a backbone without a classification head; use run --features")

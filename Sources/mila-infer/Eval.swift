@@ -32,7 +32,7 @@ struct Eval: ParsableCommand {
             }
             guard !samples.isEmpty else { throw ValidationError("\(folder) holds no .jpg, .jpeg or .png images") }
             let engine = try Engine(model: options.model, arch: options.arch, stateDictKey: options.stateDict,
-                                    backend: try options.backendKind(), device: options.device)
+                                    backend: try options.backendKind(), device: options.device, precision: options.precision)
             if engine.isSegmentation { throw ValidationError("\(engine.source) is a segmentation model; eval measures classifiers (segment writes label maps)") }
             guard !engine.config.backbone else { throw ValidationError("\(engine.source) is a backbone without a classification head") }
             guard engine.config.numClasses >= classes.count else {

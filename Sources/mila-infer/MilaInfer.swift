@@ -1,7 +1,10 @@
 import ArgumentParser
 import Foundation
 import MilaEngine
+import MilaCore
 import MilaOpenCL
+
+extension Precision: ExpressibleByArgument {}
 
 @main
 struct MilaInfer: ParsableCommand {
@@ -52,6 +55,9 @@ struct ModelOptions: ParsableArguments {
 
     @Option(name: .long, help: "OpenCL device: index, platform:device, or part of a name (default: $MILA_DEVICE, else a GPU, else an accelerator, else a CPU; simulators only when named; see `mila-infer devices`).")
     var device: String?
+
+    @Option(name: .long, help: "Weight storage: fp32, or fp16 (GEMM and 3x3 convolution weights as half floats on the device, float32 arithmetic; needs cl_khr_fp16, see `mila-infer devices`).")
+    var precision: Precision = .fp32
 
     func backendKind() throws -> BackendKind {
         guard let kind = BackendKind(rawValue: backend) else {

@@ -34,7 +34,7 @@ struct Run: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let engine = try Engine(model: options.model, arch: options.arch, stateDictKey: options.stateDict,
-                                    backend: try options.backendKind(), device: options.device)
+                                    backend: try options.backendKind(), device: options.device, precision: options.precision)
             let batch = try NPY.read(input)
             if engine.config.backbone && !engine.isSegmentation && output != nil {
                 throw ValidationError("\(engine.source) is a backbone without a classification head: there are no logits for --output; use --features DIR")

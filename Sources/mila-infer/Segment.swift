@@ -49,7 +49,7 @@ struct Segment: ParsableCommand {
         try reportingErrors {
             let model = options.model ?? (options.arch == nil ? ModelZoo.segmentationDefaultName : nil)
             let engine = try Engine(model: model, arch: options.arch, stateDictKey: options.stateDict,
-                                    backend: try options.backendKind(), device: options.device)
+                                    backend: try options.backendKind(), device: options.device, precision: options.precision)
             guard let head = engine.config.segmentation else {
                 throw ValidationError("\(engine.source) is not a segmentation model (it has no decode_head); use classify")
             }

@@ -151,3 +151,34 @@ enum CLI {
         if oclgrindPresent { #expect(result.out.contains("Oclgrind Simulator  [GPU, simulator]"), "\(result.out)") }
     }
 }
+
+@Suite("--precision") struct PrecisionCLITests {
+    /// A device without cl_khr_fp16 (PoCL here) refuses fp16 in one line naming it and the
+    /// extension, exit status 1.
+    @Test(.enabled(if: pocl16Absent, "no PoCL device without cl_khr_fp16 here"))
+    func deviceWithoutTheExtensionRefuses() throws {
+        let result = try CLI.run(["check", "--model", "digits", "--device", "pocl", "--precision", "fp16"])
+        #expect(result.status == 1)
+        let lines = result.err.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].contains("cl_khr_fp16") && lines[0].contains("Portable Computing Language"), "\(result.err)")
+    }
+
+    /// `check --precision fp16` passes against the reference with half-rounded weights and
+    /// reports the agreement with fp32 per op and for the logits.
+    @Test(.enabled(if: intelFP16Present, "Intel's OpenCL runtime (cl_khr_fp16) is not installed (bash .ci/setup)"))
+    func checkReportsTheAgreementWithFP32() throws {
+        let result = try CLI.run(["check", "--model", "digits", "--device", "intel", "--precision", "fp16"])
+        #expect(result.status == 0, "\(result.err)")
+        #expect(result.out.contains("vs fp32") && result.out.contains("logits against the fp32 reference: relative L2"), "\(result.out)")
+        #expect(result.out.contains("top-1 the same for 1 of 1 image(s)") && result.out.contains("weights on the device (fp16)"))
+    }
+
+    @Test func rejectsAnUnknownPrecision() throws {
+        let result = try CLI.run(["check", "--model", "digits", "--precision", "fp8"])
+        #expect(result.status != 0 && result.err.contains("fp8"), "\(result.err)")
+    }
+}
+
+let pocl16Absent = ((try? CLDiscovery.platforms()) ?? []).contains {
+    $0.name.lowercased().contains("portable computing language") && $0.devices.contains { !$0.supportsFP16 }
+}

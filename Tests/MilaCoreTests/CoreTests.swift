@@ -93,3 +93,24 @@ import Testing
         }
     }
 }
+
+@Suite("fp16 weight rounding") struct PrecisionTests {
+    /// IEEE binary16 round to nearest, ties to even, on values whose halves are known by hand.
+    @Test func roundsToNearestHalfTiesToEven() {
+        let values: [Float] = [1.0 / 3.0, 1 + 0x1p-11, 1 + 3 * 0x1p-11, -2.5, 65504, 0x1p-24, 0.1]
+        let expected: [Float] = [0.333251953125, 1, 1 + 0x1p-9, -2.5, 65504, 0x1p-24, 0.0999755859375]
+        #expect(Precision.roundedToHalf(values) == expected)
+        #expect(Precision.halfBits([1, -2, 65504, 0x1p-24]) == [0x3C00, 0xC000, 0x7BFF, 0x0001])
+    }
+
+    @Test func rejectsWhatDoesNotFitNamingTheElement() throws {
+        let t = try Tensor(shape: [2, 2, 3], data: [0, 1, 2, 3, 4, -65505, 6, 7, 8, 9, 10, 11])
+        #expect(throws: MilaError.invalidArgument(op: "fp16", message: "w[0, 1, 2] = -65505.0 does not fit a half float (|w| <= 65504); use --precision fp32")) {
+            try Precision.checkFitsHalf(t, name: "w")
+        }
+        var nan = try Tensor(zeros: [3])
+        nan.data[2] = .nan
+        #expect(throws: MilaError.self) { try Precision.checkFitsHalf(nan, name: "w") }
+        try Precision.checkFitsHalf(try Tensor(shape: [2], data: [65504, -65504]), name: "w")
+    }
+}

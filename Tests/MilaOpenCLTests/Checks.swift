@@ -18,19 +18,22 @@ struct GemmCase: CustomTestStringConvertible, Sendable {
     }
 }
 
-func checkGemm(_ context: CLContext, _ c: GemmCase, provider: GemmProvider) throws {
-    let label = "\(c.testDescription) provider=\(provider)"
+/// With `.fp16` the weights are stored as half floats and the reference uses the same weights
+/// rounded to half; `provider` nil lets the engine choose.
+func checkGemm(_ context: CLContext, _ c: GemmCase, provider: GemmProvider?, precision: Precision = .fp32) throws {
+    let label = "\(c.testDescription) provider=\(provider.map { "\($0)" } ?? "default") \(precision)"
     let x = try random([c.m, c.k], label + "x")
-    let w = try random([c.n, c.k], label + "w", in: -0.5...0.5)
+    var w = try random([c.n, c.k], label + "w", in: -0.5...0.5)
     let b = c.bias ? try random([c.n], label + "b") : nil
     let r = c.residual ? try random([c.m, c.n], label + "r") : nil
     let mul = c.multiply ? try random([c.m, c.n], label + "m") : nil
+    let weights = try GemmWeights(context: context, weight: w, bias: b, precision: precision)
+    if precision == .fp16 { w = try Tensor(shape: w.shape, data: Precision.roundedToHalf(w.data)) }
     let expected = try Reference.gemm(x, weight: w, bias: b, activation: c.activation, residual: r, multiply: mul)
-    let weights = try GemmWeights(context: context, weight: w, bias: b)
     let y = try context.gemm(try context.upload(x), weights, activation: c.activation,
                              multiply: try mul.map { try context.upload($0) }, residual: try r.map { try context.upload($0) },
                              provider: provider)
-    expectClose(try context.download(y), expected, Tolerances.accumulation, label)
+    expectClose(try context.download(y), expected, precision == .fp16 ? Tolerances.halfWeights : Tolerances.accumulation, label)
 }
 
 struct ConvCase: CustomTestStringConvertible, Sendable {
@@ -44,20 +47,24 @@ struct ConvCase: CustomTestStringConvertible, Sendable {
     }
 }
 
-func checkConv(_ context: CLContext, _ c: ConvCase, implicitGemm: Bool? = nil) throws {
-    let label = "\(c.testDescription) variant=\(context.variant)" + (implicitGemm.map { " igemm=\($0)" } ?? "")
+/// With `.fp16` the weights are stored as half floats and the reference uses the same weights
+/// rounded to half.
+func checkConv(_ context: CLContext, _ c: ConvCase, implicitGemm: Bool? = nil, precision: Precision = .fp32) throws {
+    let label = "\(c.testDescription) variant=\(context.variant)" + (implicitGemm.map { " igemm=\($0)" } ?? "") + " \(precision)"
     let cout = c.depthwise ? c.inChannels : c.outChannels
     let x = try random([c.batch, c.height, c.width, c.inChannels], label + "x")
-    let w = try random(c.depthwise ? [cout, 1, 3, 3] : [cout, c.inChannels, 3, 3], label + "w", in: -0.5...0.5)
+    var w = try random(c.depthwise ? [cout, 1, 3, 3] : [cout, c.inChannels, 3, 3], label + "w", in: -0.5...0.5)
     let b = try random([cout], label + "b")
     let outShape = [c.batch, Shape.conv3x3Output(c.height, stride: c.stride), Shape.conv3x3Output(c.width, stride: c.stride), cout]
     let r = c.residual ? try random(outShape, label + "r") : nil
+    let weights = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: c.depthwise, implicitGemm: implicitGemm,
+                                     precision: precision)
+    if precision == .fp16 { w = try Tensor(shape: w.shape, data: Precision.roundedToHalf(w.data)) }
     let expected = try Reference.conv3x3(x, weight: w, bias: b, stride: c.stride, depthwise: c.depthwise,
                                          activation: c.activation, residual: r)
-    let weights = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: c.depthwise, implicitGemm: implicitGemm)
     let y = try context.conv3x3(try context.upload(x), weights, stride: c.stride, activation: c.activation,
                                 residual: try r.map { try context.upload($0) })
-    expectClose(try context.download(y), expected, Tolerances.accumulation, label)
+    expectClose(try context.download(y), expected, precision == .fp16 ? Tolerances.halfWeights : Tolerances.accumulation, label)
 }
 
 func checkLayerNorm(_ context: CLContext, rows: Int, channels: Int, offset: Float = 0) throws {

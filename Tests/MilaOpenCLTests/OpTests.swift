@@ -85,6 +85,72 @@ import Testing
     }
 }
 
+/// fp16 weights (`Precision.fp16`) in every kernel that reads GEMM or convolution weights, on
+/// every target with cl_khr_fp16 in both variants, against the reference with the weights
+/// rounded to half; and the refusal where the extension is missing.
+@Suite("fp16 weights") struct HalfWeightTests {
+    @Test("GEMM, own kernels", arguments: onHalfPrecisionHardware([GemmTests.cases[1], GemmTests.cases[2], GemmTests.cases[4], GemmTests.cases[7]]),
+          [GemmProvider.register, .tiled])
+    func gemm(_ c: Targeted<GemmCase>, provider: GemmProvider) throws {
+        try checkGemm(try c.context(), c.value, provider: provider, precision: .fp16)
+    }
+
+    /// The engine's own choice: on a GPU-variant context the default provider is CLBlast, which
+    /// cannot read half weights, so fp16 takes gemm_tiled.
+    @Test("GEMM, default provider", arguments: onHalfPrecisionHardware([GemmTests.cases[3]]))
+    func gemmDefault(_ c: Targeted<GemmCase>) throws {
+        try checkGemm(try c.context(), c.value, provider: nil, precision: .fp16)
+    }
+
+    @Test("dense 3x3", arguments: onHalfPrecisionHardware([ConvolutionTests.dense[1], ConvolutionTests.dense[2], ConvolutionTests.dense[4]]))
+    func dense(_ c: Targeted<ConvCase>) throws { try checkConv(try c.context(), c.value, precision: .fp16) }
+
+    @Test("dense 3x3, implicit GEMM", arguments: onHalfPrecisionHardware([
+        ConvCase(height: 5, width: 7, inChannels: 64, outChannels: 70, stride: 1, activation: .relu, residual: true),
+        ConvCase(height: 6, width: 5, inChannels: 96, outChannels: 64, stride: 2),
+    ]))
+    func implicitGemm(_ c: Targeted<ConvCase>) throws { try checkConv(try c.context(), c.value, implicitGemm: true, precision: .fp16) }
+
+    @Test("depthwise 3x3", arguments: onHalfPrecisionHardware([ConvolutionTests.depthwise[1], ConvolutionTests.depthwise[4], ConvolutionTests.depthwise[0]]))
+    func depthwise(_ c: Targeted<ConvCase>) throws { try checkConv(try c.context(), c.value, precision: .fp16) }
+
+    @Test func clblastRefusesHalfWeights() throws {
+        guard let target = KernelTarget.halfPrecision.first else { return }
+        let context = try target.context()
+        let weights = try GemmWeights(context: context, weight: try Tensor(zeros: [4, 6]), bias: nil, precision: .fp16)
+        #expect(throws: MilaError.unsupported(op: "gemm", message: "the CLBlast provider needs float32 weights; fp16 weights run on gemm_reg or gemm_tiled")) {
+            try context.gemm(try context.upload(try Tensor(zeros: [3, 6])), weights, provider: .clblast)
+        }
+    }
+
+    /// A device without cl_khr_fp16 (PoCL) refuses fp16 in one line naming the device and the
+    /// extension, for weights and for a whole backend.
+    @Test(.enabled(if: Implementation.pocl.isPresent, Implementation.pocl.missing))
+    func deviceWithoutTheExtensionRefuses() throws {
+        let context = try KernelTarget(implementation: .pocl, variant: .cpu).context()
+        try #require(!context.device.supportsFP16, "this PoCL build has cl_khr_fp16; the refusal cannot be tested on it")
+        let expected = MilaError.unsupported(op: "fp16", message: context.device.refusal(of: .fp16)!)
+        #expect(throws: expected) { try GemmWeights(context: context, weight: try Tensor(zeros: [4, 6]), bias: nil, precision: .fp16) }
+        #expect(throws: expected) {
+            try Conv3x3Weights(context: context, weight: try Tensor(zeros: [8, 1, 3, 3]), bias: nil, depthwise: true, precision: .fp16)
+        }
+        #expect(throws: expected) { try CLBackend(context: context, weights: [:], precision: .fp16) }
+        let message = context.device.refusal(of: .fp16)!
+        #expect(message.contains("cl_khr_fp16") && message.contains(context.device.name) && !message.contains("\n"))
+        #expect(context.device.refusal(of: .fp32) == nil)
+    }
+
+    @Test func weightBeyondTheHalfRangeIsNamed() throws {
+        guard let target = KernelTarget.halfPrecision.first else { return }
+        let context = try target.context()
+        var w = try Tensor(zeros: [2, 3])
+        w.data[4] = 70000
+        #expect(throws: MilaError.invalidArgument(op: "fp16", message: "layers.0.fc1.weight[1, 1] = 70000.0 does not fit a half float (|w| <= 65504); use --precision fp32")) {
+            try GemmWeights(context: context, weight: w, bias: nil, precision: .fp16, name: "layers.0.fc1.weight")
+        }
+    }
+}
+
 @Suite("LayerNorm") struct LayerNormTests {
     static let shapes: [(rows: Int, channels: Int, offset: Float)] = [
         (1, 1, 0), (1, 64, 0), (197, 96, 0), (5, 1000, 0), (3, 37, 100), (7, 512, 50), (2, 16, 0),

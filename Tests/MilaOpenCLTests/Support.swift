@@ -61,6 +61,10 @@ struct KernelTarget: Hashable, Sendable, CustomTestStringConvertible {
         KernelVariant.allCases.map { KernelTarget(implementation: implementation, variant: $0) }
     }
 
+    /// The hardware targets whose device has cl_khr_fp16, where `Precision.fp16` runs (Intel's
+    /// runtime in CI; PoCL lacks the extension).
+    static let halfPrecision: [KernelTarget] = hardware.filter { $0.implementation.device?.supportsFP16 == true }
+
     nonisolated(unsafe) private static var shared: [KernelTarget: CLContext] = [:]
     private static let lock = NSLock()
 
@@ -90,6 +94,11 @@ func onHardware<Case: Sendable>(_ cases: [Case]) -> [Targeted<Case>] {
     cases.flatMap { c in KernelTarget.hardware.map { Targeted(value: c, target: $0) } }
 }
 
+/// Every case on every target that runs fp16 weights (implementation x variant).
+func onHalfPrecisionHardware<Case: Sendable>(_ cases: [Case]) -> [Targeted<Case>] {
+    cases.flatMap { c in KernelTarget.halfPrecision.map { Targeted(value: c, target: $0) } }
+}
+
 /// Every case on each hardware implementation, cpu variant: for ops whose kernel the test names
 /// itself (GEMM providers).
 func onImplementations<Case: Sendable>(_ cases: [Case]) -> [Targeted<Case>] {
@@ -112,6 +121,10 @@ enum Tolerances {
     /// is about sqrt(K) * 2^-24 * sum|products| ~ 5e-6 of max|y| at the largest K tested, so
     /// 2e-5 leaves about 4x room.
     static let accumulation = Tolerance(relativeToMax: 2e-5, absolute: 1e-7)
+    /// fp16 weights against the reference with the same weights rounded to half: the device
+    /// widens each half exactly, so what remains is the float32 accumulation above. A kernel
+    /// that read float32 weights (or the wrong halves) errs by ~2^-12 of max|y|, 12x this.
+    static let halfWeights = accumulation
     /// LayerNorm: two passes over C <= 1024 values plus rsqrt (<= 2 ulp); outputs are O(1).
     static let layerNorm = Tolerance(relativeToMax: 1e-5, absolute: 1e-6)
     /// Linear attention: ELU via our exp (~1 ulp), RoPE tables rounded to float, sums over

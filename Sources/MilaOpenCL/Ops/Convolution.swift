@@ -3,10 +3,12 @@ import MilaCore
 
 /// 3x3 convolution weights on the device, packed once (see Kernels/conv3x3.cl, dwconv3x3.cl).
 /// Dense: (Cout, Cin, 3, 3) -> (3, 3, Cin, CoutP), CoutP = Cout rounded up to 16.
-/// Depthwise: (C, 1, 3, 3) -> (9, C). Fold BatchNorm first (BatchNormFolding).
+/// Depthwise: (C, 1, 3, 3) -> (9, C). Fold BatchNorm first (BatchNormFolding). With `.fp16`
+/// the packed weight is stored as half floats (the bias stays float32).
 public struct Conv3x3Weights {
     public let weightShape: [Int]
     public let depthwise: Bool
+    public let precision: Precision
     /// Run by conv3x3_igemm (CoutP a multiple of 64, with a row of Cin zeros for the padding).
     public let implicitGemm: Bool
     let packed: CLBuffer
@@ -14,6 +16,11 @@ public struct Conv3x3Weights {
     let zeros: CLBuffer?
     let paddedOutChannels: Int
     public var outChannels: Int { weightShape[0] }
+    /// Bytes of the packed weight and bias on the device.
+    public var bytes: Int {
+        let taps = depthwise ? 9 * paddedOutChannels : 9 * weightShape[1] * paddedOutChannels
+        return taps * precision.bytesPerWeight + (bias == nil ? 0 : paddedOutChannels * 4)
+    }
 
     /// K rows (of 9 Cin) per conv3x3_igemm launch: a weight panel of rows x 64 floats per
     /// work-item within `MILA_IGEMM_PANEL_KB` (default 256 KiB) so it stays in cache for every
@@ -38,19 +45,24 @@ public struct Conv3x3Weights {
     }
 
     /// `implicitGemm` forces the kernel choice (tests); by default a CPU device takes it for
-    /// `implicitGemmMinChannels` input channels or more.
-    public init(context: CLContext, weight: Tensor, bias: Tensor?, depthwise: Bool, implicitGemm: Bool? = nil) throws {
+    /// `implicitGemmMinChannels` input channels or more. `name` labels errors (the checkpoint
+    /// tensor). `.fp16` needs a device with cl_khr_fp16.
+    public init(context: CLContext, weight: Tensor, bias: Tensor?, depthwise: Bool, implicitGemm: Bool? = nil,
+                precision: Precision = .fp32, name: String = "weight") throws {
         let op = depthwise ? "dwconv3x3" : "conv3x3"
         guard weight.shape.count == 4, weight.shape[2] == 3, weight.shape[3] == 3, !depthwise || weight.shape[1] == 1 else {
-            throw MilaError.shapeMismatch(op: op, tensor: "weight", expected: depthwise ? "(C, 1, 3, 3)" : "(Cout, Cin, 3, 3)",
+            throw MilaError.shapeMismatch(op: op, tensor: name, expected: depthwise ? "(C, 1, 3, 3)" : "(Cout, Cin, 3, 3)",
                                           actual: weight.shape)
         }
         let (cout, cin) = (weight.shape[0], weight.shape[1])
         if let bias, bias.shape != [cout] {
-            throw MilaError.shapeMismatch(op: op, tensor: "bias", expected: Shape.describe([cout]), actual: bias.shape)
+            throw MilaError.shapeMismatch(op: op, tensor: name == "weight" ? "bias" : "bias of \(name)", expected: Shape.describe([cout]), actual: bias.shape)
         }
+        try context.require(precision)
+        if precision == .fp16 { try Precision.checkFitsHalf(weight, name: name) }
         weightShape = weight.shape
         self.depthwise = depthwise
+        self.precision = precision
         let igemm = !depthwise && (implicitGemm ?? (context.variant == .cpu && cin >= Self.implicitGemmMinChannels))
         self.implicitGemm = igemm
         zeros = igemm ? try context.upload([Float](repeating: 0, count: cin)) : nil
@@ -58,7 +70,7 @@ public struct Conv3x3Weights {
             paddedOutChannels = cout
             var packed = [Float](repeating: 0, count: 9 * cout)
             for c in 0..<cout { for tap in 0..<9 { packed[tap * cout + c] = weight.data[c * 9 + tap] } }
-            self.packed = try context.upload(packed)
+            self.packed = try context.uploadWeights(packed, precision: precision)
             self.bias = try bias.map { try context.upload($0.data) }
         } else {
             let coutP = roundUp(cout, to: igemm ? 64 : 16 * Self.channelVectors(outChannels: cout))
@@ -67,7 +79,7 @@ public struct Conv3x3Weights {
             for o in 0..<cout {
                 for i in 0..<cin { for tap in 0..<9 { packed[(tap * cin + i) * coutP + o] = weight.data[(o * cin + i) * 9 + tap] } }
             }
-            self.packed = try context.upload(packed)
+            self.packed = try context.uploadWeights(packed, precision: precision)
             self.bias = try bias.map { try context.upload($0.data + [Float](repeating: 0, count: coutP - cout)) }
         }
     }
@@ -100,7 +112,7 @@ extension CLContext {
             let c = spec.inChannels
             let vec = c % 16 == 0 && !gpu ? 16 : (c % 4 == 0 ? 4 : 1)
             let xpw = gpu ? 1 : 8
-            let kernel = try self.kernel(.dwconv3x3, "dwconv3x3", defines: ["VEC=\(vec)", "XPW=\(xpw)"])
+            let kernel = try self.kernel(.dwconv3x3, "dwconv3x3", defines: ["VEC=\(vec)", "XPW=\(xpw)"] + weights.precision.kernelDefines)
             // Two blocks of 8 pixels per work-item measured 25-35% faster than one on the 2-core
             // VM (fewer, larger work-items); a whole row per work-item was slower again.
             let blocks = gpu ? 1 : 2
@@ -111,7 +123,7 @@ extension CLContext {
                                    .int(Int32(blocks))])
         } else if weights.implicitGemm {
             // conv3x3.cl needs a VEC for its other kernel; the CPU conv3x3 build serves both.
-            let kernel = try self.kernel(.conv3x3, "conv3x3_igemm", defines: ["VEC=16", "XPW=8", "COV=2"])
+            let kernel = try self.kernel(.conv3x3, "conv3x3_igemm", defines: ["VEC=16", "XPW=8", "COV=2"] + weights.precision.kernelDefines)
             let k = 9 * spec.inChannels, step = Conv3x3Weights.rowsPerLaunch
             for begin in Swift.stride(from: 0, to: k, by: step) {
                 try launch(kernel, global: [ceilDiv(spec.outWidth, 4), spec.batch * spec.outHeight, weights.paddedOutChannels / 64],
@@ -126,7 +138,7 @@ extension CLContext {
             let vec = gpu ? 4 : 16
             let cov = gpu ? 1 : Conv3x3Weights.channelVectors(outChannels: spec.outChannels)
             let xpw = gpu ? 1 : 16 / cov
-            let kernel = try self.kernel(.conv3x3, "conv3x3", defines: ["VEC=\(vec)", "XPW=\(xpw)", "COV=\(cov)"])
+            let kernel = try self.kernel(.conv3x3, "conv3x3", defines: ["VEC=\(vec)", "XPW=\(xpw)", "COV=\(cov)"] + weights.precision.kernelDefines)
             try launch(kernel, global: [weights.paddedOutChannels / (vec * cov), ceilDiv(spec.outWidth, xpw), spec.batch * spec.outHeight],
                        arguments: [.int(h), .int(w), .int(Int32(spec.inChannels)), .int(ho), .int(wo), .int(Int32(spec.outChannels)),
                                    .int(Int32(weights.paddedOutChannels)), .int(Int32(stride)),

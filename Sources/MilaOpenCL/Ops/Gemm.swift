@@ -22,28 +22,36 @@ public enum GemmProvider: String, CaseIterable, Sendable {
 }
 
 /// Linear-layer weights on the device, packed once: (N, K) -> (K, ldb) with ldb = N rounded up
-/// to 64 and zero columns, bias padded to ldb.
+/// to 64 and zero columns, bias padded to ldb. With `.fp16` the packed weight is stored as
+/// half floats (the bias stays float32).
 public struct GemmWeights {
     public let inFeatures: Int   // K
     public let outFeatures: Int  // N
     public let leadingDimension: Int
+    public let precision: Precision
     let packed: CLBuffer
     let bias: CLBuffer?
     public var weightShape: [Int] { [outFeatures, inFeatures] }
+    /// Bytes of the packed weight and bias on the device.
+    public var bytes: Int { inFeatures * leadingDimension * precision.bytesPerWeight + (bias == nil ? 0 : leadingDimension * 4) }
 
-    public init(context: CLContext, weight: Tensor, bias: Tensor?) throws {
+    /// `name` labels errors (the checkpoint tensor). `.fp16` needs a device with cl_khr_fp16.
+    public init(context: CLContext, weight: Tensor, bias: Tensor?, precision: Precision = .fp32, name: String = "weight") throws {
         guard weight.shape.count == 2 else {
-            throw MilaError.shapeMismatch(op: "gemm", tensor: "weight", expected: "(out, in)", actual: weight.shape)
+            throw MilaError.shapeMismatch(op: "gemm", tensor: name, expected: "(out, in)", actual: weight.shape)
         }
         let (n, k) = (weight.shape[0], weight.shape[1])
         if let bias, bias.shape != [n] {
-            throw MilaError.shapeMismatch(op: "gemm", tensor: "bias", expected: Shape.describe([n]), actual: bias.shape)
+            throw MilaError.shapeMismatch(op: "gemm", tensor: "bias of \(name)", expected: Shape.describe([n]), actual: bias.shape)
         }
+        try context.require(precision)
+        if precision == .fp16 { try Precision.checkFitsHalf(weight, name: name) }
         let ldb = roundUp(n, to: 64)
         var packed = [Float](repeating: 0, count: k * ldb)
         for o in 0..<n { for i in 0..<k { packed[i * ldb + o] = weight.data[o * k + i] } }
         (inFeatures, outFeatures, leadingDimension) = (k, n, ldb)
-        self.packed = try context.upload(packed)
+        self.precision = precision
+        self.packed = try context.uploadWeights(packed, precision: precision)
         self.bias = try bias.map { try context.upload($0.data + [Float](repeating: 0, count: ldb - n)) }
     }
 }
@@ -68,16 +76,24 @@ extension CLContext {
         let epilogue: [KernelArgument] = [
             .buffer(weights.bias ?? spare), .buffer(multiply?.buffer ?? spare), .buffer(residual?.buffer ?? spare),
         ]
-        switch provider ?? GemmProvider.resolve(for: variant) {
+        // CLBlast's SGEMM reads float32 weights only: half weights take our tiled kernel.
+        let half = weights.precision == .fp16
+        let resolved = GemmProvider.resolve(for: variant)
+        let chosen = provider ?? (half && resolved == .clblast ? .tiled : resolved)
+        if half && chosen == .clblast {
+            throw MilaError.unsupported(op: "gemm", message: "the CLBlast provider needs float32 weights; fp16 weights run on gemm_reg or gemm_tiled")
+        }
+        let defines = weights.precision.kernelDefines
+        switch chosen {
         case .register:
-            let kernel = try self.kernel(.gemm, "gemm_reg")
+            let kernel = try self.kernel(.gemm, "gemm_reg", defines: defines)
             let tiles = [ceilDiv(spec.outFeatures, 64), ceilDiv(spec.rows, 4)]
             let rowsFirst = spec.outFeatures > spec.rows
             try launch(kernel, global: rowsFirst ? tiles.reversed() : tiles, local: [1, 1],
                        arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
                            + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue), .int(rowsFirst ? 1 : 0)])
         case .tiled:
-            let kernel = try self.kernel(.gemm, "gemm_tiled")
+            let kernel = try self.kernel(.gemm, "gemm_tiled", defines: defines)
             try launch(kernel, global: [16 * ceilDiv(spec.outFeatures, 64), 16 * ceilDiv(spec.rows, 64)], local: [16, 16],
                        arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
                            + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
