@@ -12,8 +12,9 @@
 // adjacent output pixels x COV vectors of VEC channels: a register tile like gemm_reg's, where
 // each (tap, input channel) step broadcasts XPW inputs against COV weight vectors.
 // Variants (build defines): CPU VEC=16 with XPW x COV = 16 x 1 (Cout <= 16) or 8 x 2 (16 float16
-//   accumulators; 8 x 2 beat 4 x 4 by ~25% on the 32 -> 256 stem conv); GPU VEC=4 COV=1 XPW=1
-//   (float4, many work-items). Local size auto.
+//   accumulators; 8 x 2 beat 4 x 4 by ~25% on the 32 -> 256 stem conv); GPU: conv3x3_tiled
+//   (below, local-memory tiles) for Cin >= 16, else this kernel with VEC=4 COV=1 XPW=1 (float4,
+//   many work-items; the 3-channel stem conv). Local size auto.
 // Weights are weight_t (common.cl): float, or half with MILA_HALF_WEIGHTS; the math is float.
 // CPU reference: Reference.conv3x3(depthwise: false). Tests: ConvolutionTests.
 
@@ -206,4 +207,72 @@ __kernel void conv3x3_igemm(const int H, const int W, const int Cin, const int H
     IGEMM_STORE(1, c10, c11, c12, c13)
     IGEMM_STORE(2, c20, c21, c22, c23)
     IGEMM_STORE(3, c30, c31, c32, c33)
+}
+
+// conv3x3_tiled: the GPU variant for Cin >= 16, an implicit GEMM through local memory with the
+// tiling of gemm_tiled (gemm.cl): M = B * Ho * Wo output pixels, N = Cout, K = 9 * Cin (row k =
+// tap * Cin + ci, the packed weight's row order, so the weight is B of the GEMM as packed:
+// (9 Cin, CoutP)). A 16 x 16 work-group computes a 64-pixel x 64-channel tile, 4 x 4 outputs
+// per work-item, K in steps of 16: each step the 256 work-items stage a 64 x 16 slice of the
+// implicit im2col matrix (gathered from the input, zeros in the padding) and a 16 x 64 slice of
+// the weight in local memory, consecutive work-items reading consecutive input channels and
+// output channels. Epilogue as conv3x3 (bias, activation, residual; output view). Never forms
+// the im2col matrix. Launch: global (16 * ceil(Cout / 64), 16 * ceil(M / 64)), local (16, 16).
+#define CT_TILE 64
+#define CT_K 16
+
+__kernel __attribute__((reqd_work_group_size(16, 16, 1)))
+void conv3x3_tiled(const int H, const int W, const int Cin, const int Ho, const int Wo, const int Cout,
+                   const int CoutP, const int stride, __global const float* in, __global const weight_t* w,
+                   __global const float* bias, __global const float* res, __global float* out,
+                   const int act, const int flags, const int outOffset, const int outStride, const int M) {
+    __local float As[CT_K][CT_TILE + 1];
+    __local float Bs[CT_K][CT_TILE];
+    const int tx = get_local_id(0), ty = get_local_id(1);
+    const int n0 = get_group_id(0) * CT_TILE, m0 = get_group_id(1) * CT_TILE;
+    const int lid = ty * 16 + tx;
+    const int K = 9 * Cin;
+    float acc[4][4];
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += CT_K) {
+        for (int e = lid; e < CT_TILE * CT_K; e += 256) {
+            // A: pixel am of the tile, row k of the implicit im2col (ak fastest: channels).
+            const int am = e / CT_K, ak = e % CT_K;
+            const int m = m0 + am, k = k0 + ak;
+            float a = 0.0f;
+            if (m < M && k < K) {
+                const int tap = k / Cin, ci = k - tap * Cin;
+                const int ox = m % Wo, rest = m / Wo, oy = rest % Ho, b = rest / Ho;
+                const int iy = oy * stride + tap / 3 - 1, ix = ox * stride + tap % 3 - 1;
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W) a = in[(((size_t)b * H + iy) * W + ix) * Cin + ci];
+            }
+            As[ak][am] = a;
+            const int bk = e / CT_TILE, bn = e % CT_TILE;
+            const int kk = k0 + bk, n = n0 + bn;
+            Bs[bk][bn] = (kk < K && n < CoutP) ? WLOAD1((size_t)kk * CoutP + n, w) : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int kk = 0; kk < CT_K; ++kk) {
+            float a[4], bv[4];
+            for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
+            for (int j = 0; j < 4; ++j) bv[j] = Bs[kk][tx + 16 * j];
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) acc[i][j] = fma(a[i], bv[j], acc[i][j]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + ty + 16 * i;
+        if (m >= M) continue;
+        for (int j = 0; j < 4; ++j) {
+            const int c = n0 + tx + 16 * j;
+            if (c >= Cout) continue;
+            float v = acc[i][j];
+            if (flags & EPI_BIAS) v += bias[c];
+            v = mila_act_float(v, act);
+            if (flags & EPI_RESIDUAL) v += res[(size_t)m * Cout + c];
+            out[outOffset + (size_t)m * outStride + c] = v;
+        }
+    }
 }

@@ -10,8 +10,9 @@
 // is loaded once per row instead of three times, with a bounds-check-free path for blocks away
 // from the left and right edges; stride 2 reads its taps directly.
 // Variants (build defines): CPU VEC=16 XPW=8, 2 blocks per work-item (explicit float16: 10x
-//   faster than scalar on PoCL, ../shared/notes/opencl-pocl.md section 3); GPU VEC=4 XPW=1, one
-//   block (one output vector per work-item, many work-items).
+//   faster than scalar on PoCL, ../shared/notes/opencl-pocl.md section 3); GPU dwconv3x3_tiled
+//   (below: local-memory input tiles) when C % 4 == 0, else this kernel with VEC=1 XPW=1, one
+//   block (one output per work-item).
 // Weights are weight_t (common.cl): float, or half with MILA_HALF_WEIGHTS; the math is float.
 // CPU reference: Reference.conv3x3(depthwise: true). Tests: ConvolutionTests.
 
@@ -87,3 +88,56 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
     }
     }
 }
+
+// dwconv3x3_tiled: the GPU variant. A work-group of (LC, LX) work-items computes TY output rows
+// x LX output pixels x LC float4 channel groups (4 LC channels). It first stages the input
+// window those outputs read, (TY - 1) * STRIDE + 3 rows x (LX - 1) * STRIDE + 3 columns x 4 LC
+// channels, in local memory (zeros where the window leaves the image), one coalesced float4
+// per work-item per column (neighbouring work-items read neighbouring channels); after one
+// barrier every output's 9 taps come from local memory: (TY_IN * TX_IN) / (TY * LX) global
+// loads per output (1.7 at stride 1, 4 x 16) instead of 9. C % 4 == 0 (the host falls back to
+// dwconv3x3 otherwise). Weights (9, C) as dwconv3x3, weight_t.
+// Launch: global (LC * ceil(C / (4 LC)), LX * ceil(Wo / LX), B * ceil(Ho / TY)), local (LC, LX, 1).
+// Defines: STRIDE (1 or 2), LC, LX, TY.
+#ifdef STRIDE
+#define DW_TY_IN ((TY - 1) * STRIDE + 3)
+#define DW_TX_IN ((LX - 1) * STRIDE + 3)
+
+__kernel __attribute__((reqd_work_group_size(LC, LX, 1)))
+void dwconv3x3_tiled(const int H, const int W, const int C, const int Ho, const int Wo,
+                     __global const float* in, __global const weight_t* w, __global const float* bias,
+                     __global const float* res, __global float* out, const int act, const int flags) {
+    __local float4 tile[DW_TY_IN][DW_TX_IN][LC];
+    const int lc = get_local_id(0), lx = get_local_id(1);
+    const int c0 = (get_group_id(0) * LC + lc) * 4;
+    const int ox0 = get_group_id(1) * LX;
+    const int rowTiles = (Ho + TY - 1) / TY;
+    const int b = get_group_id(2) / rowTiles, oy0 = (get_group_id(2) % rowTiles) * TY;
+    const int iy0 = oy0 * STRIDE - 1, ix0 = ox0 * STRIDE - 1;
+    for (int r = 0; r < DW_TY_IN; ++r) {
+        const int iy = iy0 + r;
+        for (int col = lx; col < DW_TX_IN; col += LX) {
+            const int ix = ix0 + col;
+            const int inside = c0 < C && iy >= 0 && iy < H && ix >= 0 && ix < W;
+            tile[r][col][lc] = inside ? vload4(0, in + (((size_t)b * H + iy) * W + ix) * C + c0) : (float4)(0.0f);
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int ox = ox0 + lx;
+    if (c0 >= C || ox >= Wo) return;  // no barrier follows
+    float4 k[9];
+    for (int tap = 0; tap < 9; ++tap) k[tap] = WLOAD4(0, w + tap * C + c0);
+    const float4 start = (flags & EPI_BIAS) ? vload4(0, bias + c0) : (float4)(0.0f);
+    for (int ty = 0; ty < TY; ++ty) {
+        const int oy = oy0 + ty;
+        if (oy >= Ho) break;
+        float4 acc = start;
+        for (int ky = 0; ky < 3; ++ky)
+            for (int kx = 0; kx < 3; ++kx) acc = fma(tile[ty * STRIDE + ky][lx * STRIDE + kx][lc], k[ky * 3 + kx], acc);
+        acc = mila_act_float4(acc, act);
+        const size_t o = (((size_t)b * Ho + oy) * Wo + ox) * C + c0;
+        if (flags & EPI_RESIDUAL) acc += vload4(0, res + o);
+        vstore4(acc, 0, out + o);
+    }
+}
+#endif

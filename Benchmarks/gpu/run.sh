@@ -4,12 +4,15 @@
 # time limit so one slow step cannot use up the lease; a failing step is logged and the rest go
 # on. Writes under $OUT (default ./gpu-out), few files as the tool allows:
 #   devices.txt   nvidia-smi, glibc, `mila-infer devices`
-#   check.txt     `check` (GPU against the CPU reference, op by op) at 224 and 198x150
+#   check.txt     `check` (GPU against the CPU reference, op by op) at 224 and 198x150, and at 224
+#                 with fp16 weights (against the half-rounded and the fp32 reference)
 #   kernels.txt   mila-kernel-bench at 224 (every kernel and variant, checked against the reference)
-#   sweep.csv     whole-model bench, MLLA-T, 224..2048 at batch 1 and 224..1024 at batch 32
+#   sweep.csv     whole-model bench, MLLA-T, 224..2048 at batch 1 and 224..1024 at batch 32,
+#                 fp32 and fp16 weights (the precision column)
 #   run.log       what ran, how long each step took, exit statuses
 #
-# Rehearse it here against PoCL with MILA_GPU_REHEARSAL=1 (small sizes, short limits).
+# Rehearse it here with MILA_GPU_REHEARSAL=1 (small sizes, longer limits) against Intel's CPU
+# runtime (MILA_DEVICE=intel: it has cl_khr_fp16; on PoCL the fp16 steps exit 1 with the refusal).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$PWD/gpu-out}
@@ -26,13 +29,13 @@ export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export MILA_CACHE_DIR=${MILA_CACHE_DIR:-/tmp/mila-gpu-cache}
 rehearsal=${MILA_GPU_REHEARSAL:-0}
 # Limits per step: the whole script must end inside one device command (600 s) and the lease;
-# worst case 4 x 60 + 120 + 2 x 90 = 540 s.
+# worst case 5 x 45 + 90 + 2 x 75 + 2 x 60 = 585 s.
 if [ "$rehearsal" = 1 ]; then
-    sizes1=224,320; sizes32=224; batch_big=4; check_sizes="64x64 66x50"; check_limit=300; kernel_limit=300; sweep_limit=300
+    sizes1=224,320; sizes32=224; batch_big=4; check_sizes="64x64 66x50"; check_limit=300; kernel_limit=300; sweep_limit=300; sweep16_limit=300
     kernel_only=(--only gemm)
 else
     sizes1=224,384,512,768,1024,1536,2048; sizes32=224,384,512,768,1024; batch_big=32; check_sizes="224x224 198x150"
-    check_limit=60; kernel_limit=120; sweep_limit=90
+    check_limit=45; kernel_limit=90; sweep_limit=75; sweep16_limit=60
     kernel_only=()
 fi
 
@@ -79,10 +82,15 @@ for size in $check_sizes; do
         MILA_KERNEL_VARIANT=$variant step "check $size $variant" "$check_limit" "$B" check --arch mlla_t --size "$size" >> "$out/check.txt" 2>&1
     done
 done
+first_size=${check_sizes%% *}
+echo "== check --arch mlla_t --size $first_size --precision fp16, default kernel variant" >> "$out/check.txt"
+step "check $first_size fp16" "$check_limit" "$B" check --arch mlla_t --size "$first_size" --precision fp16 >> "$out/check.txt" 2>&1
 
 step "kernel bench" "$kernel_limit" "$bundle/mila-kernel-bench" --resolution 224 --runs 5 "${kernel_only[@]}" > "$out/kernels.txt" 2>&1
 
 : > "$out/sweep.csv"
 step "sweep batch 1" "$sweep_limit" "$B" bench --arch mlla_t --resolutions "$sizes1" --batch 1 --runs 5 --format csv >> "$out/sweep.csv" 2>>"$log"
 step "sweep batch $batch_big" "$sweep_limit" "$B" bench --arch mlla_t --resolutions "$sizes32" --batch "$batch_big" --runs 3 --format csv >> "$out/sweep.csv" 2>>"$log"
+step "sweep batch 1 fp16" "$sweep16_limit" "$B" bench --arch mlla_t --resolutions "$sizes1" --batch 1 --runs 5 --precision fp16 --format csv >> "$out/sweep.csv" 2>>"$log"
+step "sweep batch $batch_big fp16" "$sweep16_limit" "$B" bench --arch mlla_t --resolutions "$sizes32" --batch "$batch_big" --runs 3 --precision fp16 --format csv >> "$out/sweep.csv" 2>>"$log"
 echo "done $(date -u +%FT%TZ)" >> "$log"

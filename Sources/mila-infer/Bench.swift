@@ -96,6 +96,7 @@ struct Bench: ParsableCommand {
                 progress.update(index * (warmup + runs), suffix: label)
                 var row = BenchRow(backend: kind.rawValue, device: header.deviceName, arch: archName, height: size.height, width: size.width,
                                    batch: batch)
+                row.precision = engine.precision.rawValue
                 do {
                     let measured = try measure(engine, size: size) { done in
                         progress.update(index * (warmup + runs) + done, suffix: label)

@@ -11,6 +11,8 @@ struct BenchRow {
     let height: Int
     let width: Int
     let batch: Int
+    /// How the weights were stored (`--precision`).
+    var precision = "fp32"
     var msMedian: Double?
     var msMin: Double?
     var msMax: Double?
@@ -54,7 +56,7 @@ struct BenchHeader {
             deviceName = d.name
             driver = "\(d.platformName), driver \(d.driverVersion), \(d.openCLCVersion)"
             build = "\(buildConfiguration) build, kernels \(CLContext.baseOptions) variant \(cl.context.variant)"
-                + (ProcessInfo.processInfo.environment["MILA_GEMM"].map { ", MILA_GEMM=\($0)" } ?? "")
+                + (ProcessInfo.processInfo.environment["MILA_GEMM"].map { ", MILA_GEMM=\($0)" } ?? "") + ", \(engine.precision) weights"
         } else {
             deviceName = "CPU (Swift reference)"
             driver = "none"
@@ -174,12 +176,12 @@ struct BenchReport {
     let profiles: [(size: String, profile: ForwardProfile)]
     let compare: Bool
 
-    static let csvHeader = "backend,device,arch,height,width,batch,ms_median,ms_min,ms_max,images_per_s,megapixels_per_s,gflops_per_s,peak_mem_mb"
+    static let csvHeader = "backend,device,arch,height,width,batch,precision,ms_median,ms_min,ms_max,images_per_s,megapixels_per_s,gflops_per_s,peak_mem_mb"
 
     func csv() -> String {
         var out = Self.csvHeader + (compare ? ",speedup_vs_reference,logits_rel_l2" : "") + ",note\n"
         for r in rows {
-            var fields = [r.backend, r.device, r.arch, "\(r.height)", "\(r.width)", "\(r.batch)",
+            var fields = [r.backend, r.device, r.arch, "\(r.height)", "\(r.width)", "\(r.batch)", r.precision,
                           f(r.msMedian, "%.3f"), f(r.msMin, "%.3f"), f(r.msMax, "%.3f"), f(r.imagesPerSecond, "%.3f"),
                           f(r.megapixelsPerSecond, "%.4f"), f(r.gflops, "%.2f"), f(r.peakMB, "%.1f")]
             if compare { fields += [f(r.speedup, "%.1f"), f(r.logitsRelativeL2, "%.2e")] }
@@ -221,7 +223,8 @@ struct BenchReport {
         let object: [String: Any] = [
             "device": header.deviceName, "driver": header.driver, "engine": header.engineVersion, "build": header.build,
             "rows": rows.map { r -> [String: Any] in
-                var o: [String: Any] = ["backend": r.backend, "device": r.device, "arch": r.arch, "height": r.height, "width": r.width, "batch": r.batch]
+                var o: [String: Any] = ["backend": r.backend, "device": r.device, "arch": r.arch, "height": r.height, "width": r.width, "batch": r.batch,
+                                          "precision": r.precision]
                 if let v = r.msMedian { o["ms_median"] = v }
                 if let v = r.msMin { o["ms_min"] = v }
                 if let v = r.msMax { o["ms_max"] = v }

@@ -25,7 +25,7 @@ final class SVGCollector: NSObject, XMLParserDelegate {
 }
 
 @Suite("mila-infer bench", .serialized) struct BenchTests {
-    static let header = "backend,device,arch,height,width,batch,ms_median,ms_min,ms_max,images_per_s,megapixels_per_s,gflops_per_s,peak_mem_mb"
+    static let header = "backend,device,arch,height,width,batch,precision,ms_median,ms_min,ms_max,images_per_s,megapixels_per_s,gflops_per_s,peak_mem_mb"
 
     /// The command: the exact header, one row per resolution, numbers that agree with
     /// each other (images/s from the median, megapixels from the size, FLOPs per image growing
@@ -39,13 +39,13 @@ final class SVGCollector: NSObject, XMLParserDelegate {
         var flopsPerImage: [Double] = [], memory: [Double] = []
         for (line, size) in zip(lines.dropFirst(), [224, 512]) {
             let f = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-            #expect(f[0] == "opencl" && f[2] == "mlla_t" && f[3] == "\(size)" && f[4] == "\(size)" && f[5] == "1", "\(line)")
-            let (median, low, high) = (Double(f[6])!, Double(f[7])!, Double(f[8])!)
+            #expect(f[0] == "opencl" && f[2] == "mlla_t" && f[3] == "\(size)" && f[4] == "\(size)" && f[5] == "1" && f[6] == "fp32", "\(line)")
+            let (median, low, high) = (Double(f[7])!, Double(f[8])!, Double(f[9])!)
             #expect(low <= median && median <= high && low > 0)
-            #expect(abs(Double(f[9])! - 1000 / median) / (1000 / median) < 0.01)
-            #expect(abs(Double(f[10])! - Double(size * size) * 1e-6 * 1000 / median) / Double(f[10])! < 0.01)
-            flopsPerImage.append(Double(f[11])! * median / 1000)
-            memory.append(Double(f[12])!)
+            #expect(abs(Double(f[10])! - 1000 / median) / (1000 / median) < 0.01)
+            #expect(abs(Double(f[11])! - Double(size * size) * 1e-6 * 1000 / median) / Double(f[11])! < 0.01)
+            flopsPerImage.append(Double(f[12])! * median / 1000)
+            memory.append(Double(f[13])!)
         }
         // MLLA-T at 224 is 4.2 GMACs (the paper's "4.2G FLOPs"): 8.4 GFLOP at 2 per multiply-add.
         #expect(flopsPerImage[0] > 8.0 && flopsPerImage[0] < 8.8, "\(flopsPerImage)")
@@ -57,7 +57,7 @@ final class SVGCollector: NSObject, XMLParserDelegate {
         #expect(result.status == 0, "\(result.err)")
         let lines = result.out.split(separator: "\n").map(String.init)
         #expect(lines.count == 4, "\(result.out)")
-        #expect(lines[2].contains(",40000,40000,1,,,,") && lines[2].contains("does not fit"), "\(lines[2])")
+        #expect(lines[2].contains(",40000,40000,1,fp32,,,,") && lines[2].contains("does not fit"), "\(lines[2])")
         #expect(lines[3].hasPrefix("opencl,") && lines[3].contains(",72,80,1,"), "\(lines[3])")
     }
 
@@ -73,7 +73,7 @@ final class SVGCollector: NSObject, XMLParserDelegate {
         let rows = result.out.split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         #expect(rows.count == 6 && rows.map { $0[0] } == ["opencl", "reference", "opencl", "reference", "opencl", "reference"], "\(result.out)")
         for row in rows where row[0] == "opencl" {
-            #expect(Double(row[13])! > 0 && Double(row[14])! < 1e-4, "speedup and rel L2: \(row)")
+            #expect(Double(row[14])! > 0 && Double(row[15])! < 1e-4, "speedup and rel L2: \(row)")
         }
         let parser = XMLParser(data: try Data(contentsOf: svg))
         let collector = SVGCollector()

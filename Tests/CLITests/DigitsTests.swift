@@ -112,8 +112,9 @@ let oclgrindPresent = ((try? CLDiscovery.platforms()) ?? []).contains { $0.name.
 
     /// fp16 weights (Intel's runtime, the implementation here with cl_khr_fp16) give the fp32
     /// engine's top-1 on every one of the 360 held-out digits (the bar), and the fp32
-    /// logits within 2e-3 relative L2: half rounding costs about 2^-12 relative per weight,
-    /// ~3e-4 measured; 2e-3 still catches a weight read from the wrong place.
+    /// logits within 5e-4 relative L2. The embedded files store their weights as F16 already, so
+    /// only the products of BatchNorm folding are rounded again: 3.9e-5 (digits) and 5.5e-5
+    /// (digits-fg) measured; a weight read from the wrong place errs by 1e-1 or more.
     @Test(.enabled(if: intelFP16Present, "Intel's OpenCL runtime (cl_khr_fp16) is not installed (bash .ci/setup)"),
           arguments: ["digits", "digits-fg"], KernelVariant.allCases)
     func fp16AgreesWithFP32OnEveryHeldOutDigit(_ model: String, variant: KernelVariant) throws {
@@ -123,7 +124,7 @@ let oclgrindPresent = ((try? CLDiscovery.platforms()) ?? []).contains { $0.name.
         let same = zip(fp16.predictions, fp32.predictions).filter { $0 == $1 }.count
         #expect(same == fp32.predictions.count, "\(model) \(variant): fp16 top-1 equals fp32 on \(same) of \(fp32.predictions.count)")
         let l2 = fp16.logits.relativeL2(to: fp32.logits)
-        #expect(l2 <= 2e-3, "\(model) \(variant): fp16 logits relative L2 \(l2) against fp32")
+        #expect(l2 <= 5e-4, "\(model) \(variant): fp16 logits relative L2 \(l2) against fp32")
     }
 
     @Test func fixtureIsTheHeldOutSplit() {

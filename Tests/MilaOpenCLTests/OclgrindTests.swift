@@ -90,6 +90,12 @@ struct OclgrindTests {
             try checkConv(c, ConvCase(batch: 2, height: 5, width: 3, inChannels: 19, outChannels: 19, stride: 1, depthwise: true, activation: .silu))
             try checkConv(c, ConvCase(height: 5, width: 7, inChannels: 32, outChannels: 32, stride: 2, depthwise: true, residual: true))
         },
+        "conv3x3_tiled and dwconv3x3_tiled: ragged tiles, K not a multiple of 16, stride 2": { c in
+            try checkConv(c, ConvCase(batch: 2, height: 5, width: 7, inChannels: 17, outChannels: 70, stride: 2, activation: .relu, residual: true))
+            try checkConv(c, ConvCase(height: 9, width: 9, inChannels: 16, outChannels: 16, stride: 1))
+            try checkConv(c, ConvCase(batch: 2, height: 7, width: 19, inChannels: 36, outChannels: 36, stride: 1, depthwise: true, activation: .silu))
+            try checkConv(c, ConvCase(height: 6, width: 19, inChannels: 36, outChannels: 36, stride: 2, depthwise: true, residual: true))
+        },
         "layernorm odd channels": { c in
             try checkLayerNorm(c, rows: 5, channels: 37, offset: 10)
             try checkLayerNorm(c, rows: 2, channels: 64)

@@ -158,6 +158,8 @@ import Testing
         "gemm_tiled": (.gpu, { try checkGemm($0, GemmCase(m: 5, k: 7, n: 9, activation: .silu), provider: .tiled) }),
         "gemm_epilogue": (.cpu, { try checkGemm($0, GemmCase(m: 5, k: 7, n: 9, residual: true), provider: .clblast) }),
         "conv3x3": (.cpu, { try checkConv($0, ConvCase(height: 5, width: 3, inChannels: 3, outChannels: 5, stride: 2)) }),
+        "conv3x3_tiled": (.gpu, { try checkConv($0, ConvCase(height: 3, width: 5, inChannels: 16, outChannels: 20, stride: 1)) }),
+        "dwconv3x3_tiled": (.gpu, { try checkConv($0, ConvCase(height: 5, width: 3, inChannels: 8, outChannels: 8, stride: 1, depthwise: true)) }),
         "dwconv3x3": (.cpu, { try checkConv($0, ConvCase(height: 5, width: 3, inChannels: 8, outChannels: 8, stride: 1, depthwise: true)) }),
         "layernorm_rows": (.cpu, { try checkLayerNorm($0, rows: 3, channels: 5) }),
         "layernorm_wg": (.gpu, { try checkLayerNorm($0, rows: 3, channels: 5) }),

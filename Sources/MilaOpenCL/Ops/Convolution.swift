@@ -37,6 +37,11 @@ public struct Conv3x3Weights {
     /// CPUs (the UperNet head's 512-2816; the stem's 3-32 stay on conv3x3's smaller tiles).
     public static let implicitGemmMinChannels = 64
 
+    /// Dense convolutions with at least this many input channels run as conv3x3_tiled on GPUs
+    /// (K = 9 Cin >= 144 fills the 16-deep K steps; the stem's 3-channel conv stays on conv3x3's
+    /// one-output-vector-per-work-item kernel, where K = 27 would leave most of each step empty).
+    public static let tiledMinChannels = 16
+
     /// Float16 vectors of output channels per work-item of the CPU conv3x3 kernel (COV): 2 when
     /// Cout > 16 (an 8-pixel x 32-channel tile), else 1 (16 x 16); XPW = 16 / COV pixels. On the
     /// stem's 32 -> 256 conv, 8 x 32 measured ~72 GFLOP/s against ~57 for 4 x 64.
@@ -108,7 +113,18 @@ extension CLContext {
         let spare = y.buffer
         let gpu = variant == .gpu
         let (h, w, ho, wo) = (Int32(spec.height), Int32(spec.width), Int32(spec.outHeight), Int32(spec.outWidth))
-        if weights.depthwise {
+        if weights.depthwise && gpu && spec.inChannels % 4 == 0,
+           let tile = DepthwiseTile(stride: stride, localMemory: Int(device.localMemory), maxWorkGroup: device.maxWorkGroupSize) {
+            let c = spec.inChannels
+            let kernel = try self.kernel(.dwconv3x3, "dwconv3x3_tiled", defines: ["VEC=4", "STRIDE=\(stride)", "LC=\(tile.channelGroups)",
+                                                                               "LX=\(tile.pixels)", "TY=\(tile.rows)"] + weights.precision.kernelDefines)
+            try launch(kernel, global: [tile.channelGroups * ceilDiv(c, 4 * tile.channelGroups), tile.pixels * ceilDiv(spec.outWidth, tile.pixels),
+                                        spec.batch * ceilDiv(spec.outHeight, tile.rows)],
+                       local: [tile.channelGroups, tile.pixels, 1],
+                       arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo),
+                                   .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
+                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
+        } else if weights.depthwise {
             let c = spec.inChannels
             let vec = c % 16 == 0 && !gpu ? 16 : (c % 4 == 0 ? 4 : 1)
             let xpw = gpu ? 1 : 8
@@ -134,6 +150,15 @@ extension CLContext {
                                        .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)]
                                + view + [.buffer(weights.zeros!), .int(Int32(begin)), .int(Int32(min(begin + step, k)))])
             }
+        } else if gpu && spec.inChannels >= Conv3x3Weights.tiledMinChannels {
+            let kernel = try self.kernel(.conv3x3, "conv3x3_tiled", defines: ["VEC=4", "XPW=1", "COV=1"] + weights.precision.kernelDefines)
+            let m = spec.batch * spec.outHeight * spec.outWidth
+            try launch(kernel, global: [16 * ceilDiv(spec.outChannels, 64), 16 * ceilDiv(m, 64)], local: [16, 16],
+                       arguments: [.int(h), .int(w), .int(Int32(spec.inChannels)), .int(ho), .int(wo), .int(Int32(spec.outChannels)),
+                                   .int(Int32(weights.paddedOutChannels)), .int(Int32(stride)),
+                                   .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
+                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)]
+                           + view + [.int(Int32(m))])
         } else {
             let vec = gpu ? 4 : 16
             let cov = gpu ? 1 : Conv3x3Weights.channelVectors(outChannels: spec.outChannels)
@@ -147,5 +172,27 @@ extension CLContext {
                            + view)
         }
         return y
+    }
+}
+
+/// The work-group shape of dwconv3x3_tiled (GPU variant): `channelGroups` float4 channel groups
+/// x `pixels` output pixels of a row, `rows` output rows per work-group, from the device's
+/// limits: 8 x 16 work-items (128, within every GPU's limit) and 4 rows at stride 1, 2 at
+/// stride 2, halved while the input tile does not fit the local memory (or the work-group the
+/// device's maximum). Nil when even 1 x 4 x 1 does not fit.
+struct DepthwiseTile {
+    let channelGroups: Int, pixels: Int, rows: Int
+
+    /// Bytes of the staged input tile.
+    static func bytes(channelGroups: Int, pixels: Int, rows: Int, stride: Int) -> Int {
+        ((rows - 1) * stride + 3) * ((pixels - 1) * stride + 3) * channelGroups * 16
+    }
+
+    init?(stride: Int, localMemory: Int, maxWorkGroup: Int) {
+        var (lc, lx, ty) = (8, 16, stride == 1 ? 4 : 2)
+        while lc * lx > maxWorkGroup || Self.bytes(channelGroups: lc, pixels: lx, rows: ty, stride: stride) > localMemory / 2 {
+            if ty > 1 { ty /= 2 } else if lc > 1 { lc /= 2 } else if lx > 4 { lx /= 2 } else { return nil }
+        }
+        (channelGroups, pixels, rows) = (lc, lx, ty)
     }
 }
