@@ -10,8 +10,10 @@
 //                   gathers). Global (rows).
 //   layernorm_rows_vec  CPU when C % 16 == 0 (all model widths): one work-item per row with
 //                   float16 loads and sums, ~2x layernorm_rows. Global (rows).
-//   layernorm_wg    GPU: one work-group of LN_WG work-items per row, tree reductions in local
-//                   memory. Global (LN_WG * rows), local (LN_WG).
+//   layernorm_wg    GPU: one work-group of LN_WG work-items per row (consecutive work-items on
+//                   consecutive channels: coalesced), tree reductions in local memory. LN_WG
+//                   from the host: ~4 channels per work-item, 32..256, within the device's
+//                   work-group limit (CLContext.layerNormGroup). Global (LN_WG * rows), local (LN_WG).
 // CPU reference: Reference.layerNorm. Tests: LayerNormTests.
 
 #ifndef LN_WG

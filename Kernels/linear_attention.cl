@@ -188,3 +188,101 @@ __kernel void la_output_vec(const int L, const int W, const int C, __global cons
     for (int g = 0; g < LA_GROUPS; ++g) vstore16(acc[g] * z, g, orow);
 }
 #endif
+
+// The GPU variant: local-memory tiles, consecutive work-items on consecutive channels.
+//   la_kv_wg      one work-group of LA_WG work-items per (head, chunk, batch): the chunk's
+//                 tokens pass through local memory LA_TS at a time (rotated k, un-rotated k and
+//                 v rows of the head, each row loaded by neighbouring work-items), then every
+//                 work-item adds its LA_OPW (i, e) entries of the d x d block over those tokens
+//                 (kr[t][i] is a broadcast, v[t][e] consecutive); work-items 0..d-1 also sum k.
+//                 Writes the same partial sums as la_kv_partial, so reduce_chunks follows as on CPUs.
+//                 Launch: global (LA_WG * heads, chunks, B), local (LA_WG, 1, 1).
+//   la_output_wg  one work-group per (LA_TT tokens, head, batch): the head's d x d kv block and
+//                 key mean go to local memory once, the tile's rotated q rows and z next; each
+//                 work-item then writes LA_TT * d / LA_WG outputs, consecutive work-items on
+//                 consecutive channels of one token row (coalesced stores).
+//                 Launch: global (LA_WG * ceil(L / LA_TT), heads, B), local (LA_WG, 1, 1).
+// Defines: LA_WG (work-group size), LA_TS, LA_TT (tokens per tile), LA_OPW = ceil(d * d / LA_WG).
+// The host sizes LA_TS and LA_TT from the device's local memory (CLContext.attentionTiles).
+#ifdef LA_WG
+__kernel __attribute__((reqd_work_group_size(LA_WG, 1, 1)))
+void la_kv_wg(const int L, const int W, const int C, const int chunk,
+              __global const float* qk, __global const float* v,
+              __global const float2* rotY, __global const float2* rotX,
+              __global float* kvPart, __global float* kPart) {
+    __local float KR[LA_TS][DHEAD], KU[LA_TS][DHEAD], VV[LA_TS][DHEAD];
+    const int lid = get_local_id(0), h = get_group_id(0), j = get_group_id(1), b = get_group_id(2);
+    const int chunks = get_num_groups(1), kMax = C / 4;
+    float acc[LA_OPW];
+    #pragma unroll
+    for (int o = 0; o < LA_OPW; ++o) acc[o] = 0.0f;
+    float ksum = 0.0f;
+    const int t0 = j * chunk, t1 = min(L, t0 + chunk);
+    for (int s0 = t0; s0 < t1; s0 += LA_TS) {
+        const int n = min(LA_TS, t1 - s0);
+        for (int idx = lid; idx < n * DHEAD; idx += LA_WG) {
+            const int r = idx / DHEAD, i = idx % DHEAD, t = s0 + r, c = h * DHEAD + i;
+            __global const float* krow = qk + ((size_t)b * L + t) * 2 * C + C;
+            const float kc = mila_elu1_float(krow[c]);
+            const float kp = mila_elu1_float(krow[c ^ 1]);
+            KU[r][i] = kc;
+            KR[r][i] = la_rotate(kc, kp, c & 1, la_angle(c, t / W, t % W, kMax, rotY, rotX));
+            VV[r][i] = v[((size_t)b * L + t) * C + c];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        #pragma unroll
+        for (int o = 0; o < LA_OPW; ++o) {
+            const int entry = lid + o * LA_WG;
+            if (entry < DHEAD * DHEAD) {
+                const int i = entry / DHEAD, e = entry % DHEAD;
+                float a = acc[o];
+                for (int r = 0; r < n; ++r) a = fma(KR[r][i], VV[r][e], a);
+                acc[o] = a;
+            }
+        }
+        if (lid < DHEAD)
+            for (int r = 0; r < n; ++r) ksum += KU[r][lid];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const size_t base = ((size_t)b * chunks + j) * C + h * DHEAD;
+    #pragma unroll
+    for (int o = 0; o < LA_OPW; ++o) {
+        const int entry = lid + o * LA_WG;
+        if (entry < DHEAD * DHEAD) kvPart[base * DHEAD + entry] = acc[o];
+    }
+    if (lid < DHEAD) kPart[base + lid] = ksum;
+}
+
+__kernel __attribute__((reqd_work_group_size(LA_WG, 1, 1)))
+void la_output_wg(const int L, const int W, const int C, __global const float* qk,
+                  __global const float2* rotY, __global const float2* rotX,
+                  __global const float* kv, __global const float* kMean, __global float* out) {
+    __local float KV[DHEAD][DHEAD], QR[LA_TT][DHEAD], QU[LA_TT][DHEAD], KM[DHEAD], Z[LA_TT];
+    const int lid = get_local_id(0), h = get_group_id(1), b = get_group_id(2);
+    const int t0 = get_group_id(0) * LA_TT, n = min(LA_TT, L - t0), kMax = C / 4;
+    __global const float* kvh = kv + ((size_t)b * C + h * DHEAD) * DHEAD;
+    for (int idx = lid; idx < DHEAD * DHEAD; idx += LA_WG) KV[idx / DHEAD][idx % DHEAD] = kvh[idx];
+    for (int i = lid; i < DHEAD; i += LA_WG) KM[i] = kMean[(size_t)b * C + h * DHEAD + i];
+    for (int idx = lid; idx < n * DHEAD; idx += LA_WG) {
+        const int r = idx / DHEAD, i = idx % DHEAD, t = t0 + r, c = h * DHEAD + i;
+        __global const float* qrow = qk + ((size_t)b * L + t) * 2 * C;
+        const float qc = mila_elu1_float(qrow[c]);
+        const float qp = mila_elu1_float(qrow[c ^ 1]);
+        QU[r][i] = qc;
+        QR[r][i] = la_rotate(qc, qp, c & 1, la_angle(c, t / W, t % W, kMax, rotY, rotX));
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int r = lid; r < n; r += LA_WG) {
+        float dot = 0.0f;
+        for (int i = 0; i < DHEAD; ++i) dot = fma(QU[r][i], KM[i], dot);
+        Z[r] = 1.0f / (dot + 1e-6f);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int idx = lid; idx < n * DHEAD; idx += LA_WG) {
+        const int r = idx / DHEAD, e = idx % DHEAD;
+        float acc = 0.0f;
+        for (int i = 0; i < DHEAD; ++i) acc = fma(QR[r][i], KV[i][e], acc);
+        out[((size_t)b * L + t0 + r) * C + h * DHEAD + e] = acc * Z[r];
+    }
+}
+#endif

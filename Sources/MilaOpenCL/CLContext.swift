@@ -38,6 +38,23 @@ public final class CLContext: @unchecked Sendable {
     private var launched: Set<String> = []
     private var recordedEvents: [(name: String, tag: Int, event: CLEvent)]?
     private var tag = -1
+    private var clblastFailure: String?
+
+    /// Why CLBlast's SGEMM failed on this device, once it has: the default GEMM provider then
+    /// falls back to gemm_tiled for the context's life.
+    public var clblastUnavailable: String? {
+        lock.lock(); defer { lock.unlock() }
+        return clblastFailure
+    }
+
+    /// Stops the default GEMM provider using CLBlast on this context (the engine calls it when
+    /// CLBlast fails); the first reason is kept and said once on stderr.
+    public func markCLBlastUnavailable(_ error: Error) {
+        lock.lock(); defer { lock.unlock() }
+        guard clblastFailure == nil else { return }
+        clblastFailure = "\(error)"
+        FileHandle.standardError.write(Data("mila: CLBlast failed on \(device.name) (\(error)); GEMMs run on gemm_tiled from now on\n".utf8))
+    }
 
     /// Opens `device` (or the one `CLDiscovery.select` picks for `selector`).
     public convenience init(selector: String? = nil, variant: KernelVariant? = nil) throws {

@@ -100,9 +100,12 @@ struct OclgrindTests {
             try checkLayerNorm(c, rows: 5, channels: 37, offset: 10)
             try checkLayerNorm(c, rows: 2, channels: 64)
         },
-        "linear attention, straddling RoPE pairs and batch 2": { c in
+        "linear attention: straddling RoPE pairs, batch 2, d = 32 over three chunks": { c in
             try checkLinearAttention(c, AttentionCase(height: 4, width: 3, channels: 12, heads: 4))
             try checkLinearAttention(c, AttentionCase(batch: 2, height: 3, width: 3, channels: 32, heads: 1))
+            // d = 32 over 130 tokens: three chunks, the last partial; Oclgrind's 32 KiB of local
+            // memory gives la_kv_wg 42-token tiles (ragged inside each chunk) and la_output_wg 46.
+            try checkLinearAttention(c, AttentionCase(height: 10, width: 13, channels: 64, heads: 2))
         },
         "forget-gated attention, every kernel": { c in
             try checkForgetGate(c, ForgetGateCase(tokens: 11, chunk: 4), kernel: .chunked(chunk: 4), bidirectional: false,

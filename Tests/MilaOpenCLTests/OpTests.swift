@@ -1,3 +1,4 @@
+import Foundation
 import MilaCore
 import MilaOpenCL
 import MilaReference
@@ -28,6 +29,24 @@ import Testing
     @Test("CLBlast provider with the epilogue kernel", arguments: onImplementations([cases[2], cases[4]]))
     func clblast(_ c: Targeted<GemmCase>) throws {
         try checkGemm(try c.context(), c.value, provider: .clblast)
+    }
+
+    /// The GPU default is CLBlast; once CLBlast is marked failed on a context (what gemm does
+    /// when a CLBlast call fails), the default runs gemm_tiled, still exact, while an explicit
+    /// `.clblast` still goes to CLBlast. A fresh context, so no other test sees the mark.
+    @Test(.enabled(if: Implementation.pocl.isPresent, Implementation.pocl.missing))
+    func clblastFailureFallsBackToTheTiledKernel() throws {
+        guard ProcessInfo.processInfo.environment[GemmProvider.environmentVariable] == nil else { return }
+        let context = try CLContext(device: Implementation.pocl.device!, variant: .gpu)
+        try checkGemm(context, Self.cases[2], provider: nil)
+        #expect(context.clblastUnavailable == nil)
+        #expect(!context.launchedKernelNames.contains("gemm_tiled"), "\(context.launchedKernelNames)")
+        struct Failure: Error, CustomStringConvertible { var description: String { "CLBlastSgemm: status -2048" } }
+        context.markCLBlastUnavailable(Failure())
+        #expect(context.clblastUnavailable == "CLBlastSgemm: status -2048")
+        try checkGemm(context, Self.cases[4], provider: nil)
+        #expect(context.launchedKernelNames.contains("gemm_tiled"), "\(context.launchedKernelNames)")
+        try checkGemm(context, Self.cases[1], provider: .clblast)
     }
 
     @Test func rejectsMismatchedShapes() throws {

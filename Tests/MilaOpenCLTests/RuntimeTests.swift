@@ -169,6 +169,8 @@ import Testing
         "la_kv_partial": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 8, heads: 2)) }),
         "la_output": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 8, heads: 2)) }),
         "la_kv_partial_vec": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 32, heads: 2)) }),
+        "la_kv_wg": (.gpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 8, heads: 2)) }),
+        "la_output_wg": (.gpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 8, heads: 2)) }),
         "la_output_vec": (.cpu, { try checkLinearAttention($0, AttentionCase(height: 2, width: 3, channels: 32, heads: 2)) }),
         "fgla_chunked": (.cpu, { try checkForgetGate($0, ForgetGateCase(tokens: 9, chunk: 4), kernel: .chunked(chunk: 4),
                                                      bidirectional: true, normalize: true, pattern: .strong) }),

@@ -5,7 +5,9 @@ import MilaCore
 
 /// Who computes the GEMM. `register` (gemm_reg) is the CPU kernel, `tiled` (gemm_tiled) our
 /// GPU kernel, `clblast` CLBlast's SGEMM followed by gemm_epilogue (it cannot fuse).
-/// Default: CPUs `register`, GPUs `clblast`; `MILA_GEMM=register|tiled|clblast` forces one.
+/// Default: CPUs `register`, GPUs `clblast`, falling back to `tiled` for the context's life
+/// when CLBlast fails on the device; `MILA_GEMM=register|tiled|clblast` forces one (a forced
+/// or explicit `clblast` reports its failure instead).
 public enum GemmProvider: String, CaseIterable, Sendable {
     case register
     case tiled
@@ -79,7 +81,8 @@ extension CLContext {
         // CLBlast's SGEMM reads float32 weights only: half weights take our tiled kernel.
         let half = weights.precision == .fp16
         let resolved = GemmProvider.resolve(for: variant)
-        let chosen = provider ?? (half && resolved == .clblast ? .tiled : resolved)
+        let byDefault = provider == nil && ProcessInfo.processInfo.environment[GemmProvider.environmentVariable] == nil
+        let chosen = provider ?? (resolved == .clblast && (half || (byDefault && clblastUnavailable != nil)) ? .tiled : resolved)
         if half && chosen == .clblast {
             throw MilaError.unsupported(op: "gemm", message: "the CLBlast provider needs float32 weights; fp16 weights run on gemm_reg or gemm_tiled")
         }
@@ -98,8 +101,13 @@ extension CLContext {
                        arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
                            + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
         case .clblast:
-            try clblastSgemm(m: spec.rows, n: spec.outFeatures, k: spec.inFeatures, a: x.buffer, b: weights.packed,
-                             ldb: weights.leadingDimension, c: y.buffer)
+            do {
+                try clblastSgemm(m: spec.rows, n: spec.outFeatures, k: spec.inFeatures, a: x.buffer, b: weights.packed,
+                                 ldb: weights.leadingDimension, c: y.buffer)
+            } catch let error where byDefault {
+                markCLBlastUnavailable(error)
+                return try gemm(x, weights, activation: activation, multiply: multiply, residual: residual, provider: .tiled, output: y)
+            }
             if !flags.isEmpty || activation != .none {
                 let kernel = try self.kernel(.gemm, "gemm_epilogue")
                 try launch(kernel, global: [spec.outFeatures, spec.rows],

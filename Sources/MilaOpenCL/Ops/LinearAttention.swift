@@ -22,20 +22,39 @@ extension CLContext {
         let kv = try buffer(count: batch * c * d)
         let kMean = try buffer(count: batch * c)
         defer { for b in [kvPart, kPart, kv, kMean] { recycle(b) } }
-        let defines = ["DHEAD=\(d)"]
-        // CPUs get the explicitly vectorised pair when the head dimension allows (d % 16 == 0).
-        let vectorised = variant == .cpu && d % 16 == 0
-        try launch(try kernel(.linearAttention, vectorised ? "la_kv_partial_vec" : "la_kv_partial", defines: defines),
-                   global: [vectorised ? c / 8 : c, chunks, batch],
-                   arguments: [.int(Int32(l)), .int(Int32(width)), .int(Int32(c)), .int(Int32(Self.attentionChunk)),
-                               .buffer(qk.buffer), .buffer(v.buffer), .buffer(rotY), .buffer(rotX), .buffer(kvPart), .buffer(kPart)])
-        try reduceChunks(kvPart, elements: c * d, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kv)
-        try reduceChunks(kPart, elements: c, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kMean)
         let attention = try empty(spec.outputShape)
         defer { recycle(attention) }
-        try launch(try kernel(.linearAttention, vectorised ? "la_output_vec" : "la_output", defines: defines), global: [l, heads, batch],
-                   arguments: [.int(Int32(l)), .int(Int32(width)), .int(Int32(c)), .buffer(qk.buffer), .buffer(rotY), .buffer(rotX),
-                               .buffer(kv), .buffer(kMean), .buffer(attention.buffer)])
+        let defines = ["DHEAD=\(d)"]
+        let lTokens = Int32(l), widthArgument = Int32(width), channels = Int32(c)
+        if variant == .gpu, let tiles = AttentionTiles(headDim: d, chunk: Self.attentionChunk, localMemory: Int(device.localMemory),
+                                                       maxWorkGroup: device.maxWorkGroupSize) {
+            // GPUs: local-memory tiles (la_kv_wg, la_output_wg).
+            let tiled = defines + tiles.defines
+            try launch(try kernel(.linearAttention, "la_kv_wg", defines: tiled), global: [tiles.workGroup * heads, chunks, batch],
+                       local: [tiles.workGroup, 1, 1],
+                       arguments: [.int(lTokens), .int(widthArgument), .int(channels), .int(Int32(Self.attentionChunk)),
+                                   .buffer(qk.buffer), .buffer(v.buffer), .buffer(rotY), .buffer(rotX), .buffer(kvPart), .buffer(kPart)])
+            try reduceChunks(kvPart, elements: c * d, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kv)
+            try reduceChunks(kPart, elements: c, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kMean)
+            try launch(try kernel(.linearAttention, "la_output_wg", defines: tiled),
+                       global: [tiles.workGroup * ceilDiv(l, tiles.outputTokens), heads, batch], local: [tiles.workGroup, 1, 1],
+                       arguments: [.int(lTokens), .int(widthArgument), .int(channels), .buffer(qk.buffer), .buffer(rotY), .buffer(rotX),
+                                   .buffer(kv), .buffer(kMean), .buffer(attention.buffer)])
+        } else {
+            // CPUs get the explicitly vectorised pair when the head dimension allows (d % 16 == 0);
+            // the scalar pair serves other head dimensions (and GPUs whose local memory cannot hold
+            // a head's d x d block).
+            let vectorised = variant == .cpu && d % 16 == 0
+            try launch(try kernel(.linearAttention, vectorised ? "la_kv_partial_vec" : "la_kv_partial", defines: defines),
+                       global: [vectorised ? c / 8 : c, chunks, batch],
+                       arguments: [.int(lTokens), .int(widthArgument), .int(channels), .int(Int32(Self.attentionChunk)),
+                                   .buffer(qk.buffer), .buffer(v.buffer), .buffer(rotY), .buffer(rotX), .buffer(kvPart), .buffer(kPart)])
+            try reduceChunks(kvPart, elements: c * d, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kv)
+            try reduceChunks(kPart, elements: c, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kMean)
+            try launch(try kernel(.linearAttention, vectorised ? "la_output_vec" : "la_output", defines: defines), global: [l, heads, batch],
+                       arguments: [.int(lTokens), .int(widthArgument), .int(channels), .buffer(qk.buffer), .buffer(rotY), .buffer(rotX),
+                                   .buffer(kv), .buffer(kMean), .buffer(attention.buffer)])
+        }
         // LePE: out = attention + dwconv3x3(v), v seen as the (B, H, W, C) map.
         let vMap = DeviceTensor(buffer: v.buffer, shape: [batch, height, width, c])
         let result = try output ?? empty(spec.outputShape)
@@ -69,5 +88,28 @@ extension CLContext {
             return values
         }
         return (table(height), table(width))
+    }
+}
+
+/// Tile sizes of the GPU attention kernels (la_kv_wg, la_output_wg) from the device's limits:
+/// work-groups of 256 work-items (or the device's maximum, a power of two), and as many tokens
+/// per local-memory tile (up to 64) as fit half the local memory, the other half left for a
+/// second resident work-group. Nil when not even one token fits beside a head's d x d block.
+struct AttentionTiles: Equatable {
+    /// LA_WG, LA_TS (tokens per la_kv_wg tile), LA_TT (tokens per la_output_wg work-group).
+    let workGroup: Int, stateTokens: Int, outputTokens: Int, headDim: Int
+
+    init?(headDim d: Int, chunk: Int, localMemory: Int, maxWorkGroup: Int) {
+        var group = 1
+        while group * 2 <= min(256, maxWorkGroup) { group *= 2 }
+        let budget = localMemory / 2
+        let stateTokens = min(chunk, budget / (3 * d * 4))                     // KR, KU, VV rows
+        let outputTokens = min(64, (budget - (d * d + d) * 4) / ((2 * d + 1) * 4))  // KV, KM; QR, QU, Z rows
+        guard stateTokens >= 1, outputTokens >= 1 else { return nil }
+        (workGroup, self.stateTokens, self.outputTokens, headDim) = (group, stateTokens, outputTokens, d)
+    }
+
+    var defines: [String] {
+        ["LA_WG=\(workGroup)", "LA_TS=\(stateTokens)", "LA_TT=\(outputTokens)", "LA_OPW=\((headDim * headDim + workGroup - 1) / workGroup)"]
     }
 }

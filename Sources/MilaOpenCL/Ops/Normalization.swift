@@ -28,7 +28,7 @@ extension CLContext {
                                            .buffer(weights.weight), .buffer(weights.bias), .buffer(y.buffer),
                                            .int(Int32(y.offset)), .int(Int32(y.pixelStride))]
         if variant == .gpu {
-            let groupSize = 64
+            let groupSize = Self.layerNormGroup(channels: spec.channels, maxWorkGroup: device.maxWorkGroupSize)
             try launch(try kernel(.layernorm, "layernorm_wg", defines: ["LN_WG=\(groupSize)"]),
                        global: [groupSize * spec.rows], local: [groupSize], arguments: arguments)
         } else {
@@ -36,5 +36,16 @@ extension CLContext {
             try launch(try kernel(.layernorm, name), global: [spec.rows], arguments: arguments)
         }
         return y
+    }
+}
+
+extension CLContext {
+    /// Work-items per row of layernorm_wg: about 4 channels each (a power of two between 32, a
+    /// warp, and 256), within the device's work-group limit.
+    static func layerNormGroup(channels: Int, maxWorkGroup: Int) -> Int {
+        var group = 32
+        while group < 256 && group * 4 < channels { group *= 2 }
+        while group > maxWorkGroup && group > 1 { group /= 2 }
+        return group
     }
 }
