@@ -620,3 +620,162 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
     }
 }
 #endif
+
+// The GPU variant of the three phases: a work-group per (head, chunk, batch) with the chunk's
+// rows in local memory, consecutive work-items on consecutive channels (coalesced loads and
+// stores), every pair weight a direct sum of gates (exp per pair is cheap on GPUs), no
+// transposed-k or factor buffers. Same states and scan (fgla_state_scan, FG_SCAN_VECS=1) as the
+// CPU phases.
+//   fgla_state_wg   states per chunk: U[i][e] = sum_s w_s k_s[i] v_s[e] and the sums
+//                   sum_s w_s k_s[i], w_s = exp(gates after s) forward, exp(gates up to s)
+//                   backward; FG_OPW entries of the d x d block per work-item. Writes the chunk
+//                   decay for the scan. Launch: global (FG_WG * heads, chunks, B), local (FG_WG).
+//   fgla_output_wg  per chunk and head: the scores S = q k^T of the chunk in local memory, masked
+//                   row by row (M_rs = exp(gates between s and r), one work-item per row), then
+//                   out[r][e] = (sum_s S_rs v_s[e] + exp(P_r) q_r H[:, e] + exp(X_r) q_r E[:, e])
+//                   / den_r, with H, E the states entering the chunk read from global memory.
+//                   Launch: global (FG_WG * chunks, heads, B), local (FG_WG).
+// Defines: DHEAD, CHUNK, FG_BIDIR, FG_WG (work-group size), FG_OPW = ceil(d * d / FG_WG).
+#ifdef FG_WG
+#ifndef FG_BIDIR
+#define FG_BIDIR 1
+#endif
+inline float fg_decay_wg(float exponent) { return exponent > -60.0f ? mila_exp_float(exponent) : 0.0f; }
+
+// Rows [t0, t0 + n) of one head: k (and q when withQ) as ELU + 1, v, gates as log a (0 past
+// the end), zeros past the end. (A flag, not a null Q: local address 0 can be a real address.)
+inline void fg_stage(int t0, int n, int L, int C, int h, int b, __global const float* qk, __global const float* v,
+                     __global const float* gate, float scale, int withQ, __local float (*Q)[DHEAD], __local float (*K)[DHEAD],
+                     __local float (*V)[DHEAD], __local float* G) {
+    const int lid = get_local_id(0), heads = C / DHEAD;
+    for (int idx = lid; idx < CHUNK * DHEAD; idx += FG_WG) {
+        const int r = idx / DHEAD, i = idx % DHEAD;
+        const size_t row = (size_t)b * L + t0 + r;
+        const bool inside = r < n;
+        if (withQ) Q[r][i] = inside ? mila_elu1_float(qk[row * 2 * C + h * DHEAD + i]) : 0.0f;
+        K[r][i] = inside ? mila_elu1_float(qk[row * 2 * C + C + h * DHEAD + i]) : 0.0f;
+        V[r][i] = inside ? v[row * C + h * DHEAD + i] : 0.0f;
+    }
+    for (int r = lid; r < CHUNK; r += FG_WG) G[r] = r < n ? scale * gate[((size_t)b * L + t0 + r) * heads + h] : 0.0f;
+}
+
+__kernel __attribute__((reqd_work_group_size(FG_WG, 1, 1)))
+void fgla_state_wg(const int L, const int C, __global const float* qk, __global const float* v, __global const float* gate,
+                   __global const float* gateScale, __global float* forward, __global float* backward, __global float* decay) {
+    __local float K[CHUNK][DHEAD], V[CHUNK][DHEAD], G[CHUNK], WF[CHUNK], WB[CHUNK];
+    const int lid = get_local_id(0), h = get_group_id(0), chunk = get_group_id(1), b = get_group_id(2);
+    const int chunks = get_num_groups(1), heads = C / DHEAD;
+    const int t0 = chunk * CHUNK, n = min(L, t0 + CHUNK) - t0;
+    fg_stage(t0, n, L, C, h, b, qk, v, gate, gateScale[h], 0, K, K, V, G);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int r = lid; r < CHUNK; r += FG_WG) {
+        float after = 0.0f, upTo = 0.0f;
+        for (int t = n - 1; t > r; --t) after += G[t];
+        for (int t = 0; t <= r && t < n; ++t) upTo += G[t];
+        WF[r] = r < n ? fg_decay_wg(after) : 0.0f;
+        WB[r] = r < n ? fg_decay_wg(upTo) : 0.0f;
+    }
+    if (lid == 0) {
+        float total = 0.0f;
+        for (int t = n - 1; t >= 0; --t) total += G[t];
+        decay[((size_t)b * chunks + chunk) * heads + h] = fg_decay_wg(total);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const size_t base = ((size_t)b * chunks + chunk) * C * (DHEAD + 1);
+    for (int o = 0; o < FG_OPW; ++o) {
+        const int entry = lid + o * FG_WG;
+        if (entry >= DHEAD * DHEAD) break;
+        const int i = entry / DHEAD, e = entry % DHEAD;
+        float accF = 0.0f, accB = 0.0f;
+        for (int r = 0; r < n; ++r) {
+            const float kv = K[r][i] * V[r][e];
+            accF = fma(WF[r], kv, accF);
+            accB = fma(WB[r], kv, accB);
+        }
+        forward[base + (size_t)(h * DHEAD + i) * DHEAD + e] = accF;
+#if FG_BIDIR
+        backward[base + (size_t)(h * DHEAD + i) * DHEAD + e] = accB;
+#endif
+    }
+    if (lid < DHEAD) {
+        float sumF = 0.0f, sumB = 0.0f;
+        for (int r = 0; r < n; ++r) {
+            sumF = fma(WF[r], K[r][lid], sumF);
+            sumB = fma(WB[r], K[r][lid], sumB);
+        }
+        forward[base + (size_t)C * DHEAD + h * DHEAD + lid] = sumF;
+#if FG_BIDIR
+        backward[base + (size_t)C * DHEAD + h * DHEAD + lid] = sumB;
+#endif
+    }
+}
+
+__kernel __attribute__((reqd_work_group_size(FG_WG, 1, 1)))
+void fgla_output_wg(const int L, const int C, const int normalize, __global const float* qk, __global const float* v,
+                    __global const float* gate, __global const float* gateScale, __global const float* forward,
+                    __global const float* backwardStates, __global float* out) {
+    __local float Q[CHUNK][DHEAD], K[CHUNK][DHEAD], V[CHUNK][DHEAD], S[CHUNK][CHUNK + 1], G[CHUNK];
+    __local float WP[CHUNK], WX[CHUNK], DEN[CHUNK];
+    const int lid = get_local_id(0), chunk = get_group_id(0), h = get_group_id(1), b = get_group_id(2);
+    const int chunks = get_num_groups(0);
+    const int t0 = chunk * CHUNK, n = min(L, t0 + CHUNK) - t0;
+    fg_stage(t0, n, L, C, h, b, qk, v, gate, gateScale[h], 1, Q, K, V, G);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int idx = lid; idx < CHUNK * CHUNK; idx += FG_WG) {
+        const int r = idx / CHUNK, s = idx % CHUNK;
+        float dot = 0.0f;
+        for (int i = 0; i < DHEAD; ++i) dot = fma(Q[r][i], K[s][i], dot);
+        S[r][s] = dot;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    __global const float* fblock = forward + ((size_t)b * chunks + chunk) * C * (DHEAD + 1);
+    __global const float* bblock = backwardStates + ((size_t)b * chunks + chunk) * C * (DHEAD + 1);
+    for (int r = lid; r < n; r += FG_WG) {
+        // Row r of the mask, from the diagonal outwards: s < r by the gates s+1..r, s > r
+        // (bidirectional) by the gates r+1..s; the row's part of the normaliser on the way.
+        float den = S[r][r], exponent = 0.0f;
+        for (int s = r - 1; s >= 0; --s) {
+            exponent += G[s + 1];
+            const float y = S[r][s] * fg_decay_wg(exponent);
+            S[r][s] = y;
+            den += y;
+        }
+        exponent = 0.0f;
+        for (int s = r + 1; s < CHUNK; ++s) {
+            exponent += G[s];
+            const float y = FG_BIDIR && s < n ? S[r][s] * fg_decay_wg(exponent) : 0.0f;
+            S[r][s] = y;
+            den += y;
+        }
+        float p = 0.0f, x = 0.0f;
+        for (int t = 0; t <= r; ++t) p += G[t];
+        for (int t = n - 1; t > r; --t) x += G[t];
+        const float wp = fg_decay_wg(p), wx = FG_BIDIR ? fg_decay_wg(x) : 0.0f;
+        float dotF = 0.0f, dotB = 0.0f;
+        for (int i = 0; i < DHEAD; ++i) {
+            dotF = fma(Q[r][i], fblock[(size_t)C * DHEAD + h * DHEAD + i], dotF);
+#if FG_BIDIR
+            dotB = fma(Q[r][i], bblock[(size_t)C * DHEAD + h * DHEAD + i], dotB);
+#endif
+        }
+        WP[r] = wp;
+        WX[r] = wx;
+        DEN[r] = fma(wx, dotB, fma(wp, dotF, den));
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int idx = lid; idx < n * DHEAD; idx += FG_WG) {
+        const int r = idx / DHEAD, e = idx % DHEAD;
+        float num = 0.0f;
+        for (int s = 0; s < n; ++s) num = fma(S[r][s], V[s][e], num);
+        float hf = 0.0f, hb = 0.0f;
+        for (int i = 0; i < DHEAD; ++i) {
+            hf = fma(Q[r][i], fblock[(size_t)(h * DHEAD + i) * DHEAD + e], hf);
+#if FG_BIDIR
+            hb = fma(Q[r][i], bblock[(size_t)(h * DHEAD + i) * DHEAD + e], hb);
+#endif
+        }
+        num = fma(WX[r], hb, fma(WP[r], hf, num));
+        out[((size_t)b * L + t0 + r) * C + h * DHEAD + e] = normalize ? num / (DEN[r] + 1e-6f) : num;
+    }
+}
+#endif

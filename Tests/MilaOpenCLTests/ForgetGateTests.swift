@@ -96,6 +96,24 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
         }
     }
 
+    /// The GPU variant's phases (fgla_state_wg, the scan with one vector per work-item,
+    /// fgla_output_wg) on the same awkward lengths and chunks, a subset to bound CI time.
+    @Test("phased kernels, GPU variant (local-memory phases)",
+          arguments: [1, 5, 65, 197].flatMap { l in [16, 32, 64].map { ForgetGateCase(tokens: l, chunk: $0, channels: 64, heads: 2) } }
+              + [ForgetGateCase(tokens: 3136, chunk: 32, channels: 64, heads: 2)] + phasedCases.suffix(2),
+          KernelTarget.hardware.filter { $0.variant == .gpu })
+    func phasedGPU(_ c: ForgetGateCase, target: KernelTarget) throws {
+        let context = try target.context()
+        for bidirectional in [false, true] {
+            for normalize in [false, true] {
+                for pattern in GatePattern.allCases {
+                    try checkForgetGate(context, c, kernel: .phased(chunk: c.chunk), bidirectional: bidirectional,
+                                        normalize: normalize, pattern: pattern, batch: c.tokens == 65 ? 2 : 1)
+                }
+            }
+        }
+    }
+
     @Test("recurrent kernel vs Float64 recurrent reference", arguments: onImplementations([1, 65, 197]))
     func recurrent(_ t: Targeted<Int>) throws {
         let context = try t.context(), tokens = t.value

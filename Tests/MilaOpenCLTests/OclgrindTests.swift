@@ -114,6 +114,10 @@ struct OclgrindTests {
                                 bidirectional: true, normalize: true, pattern: .strong)
             try checkForgetGate(c, ForgetGateCase(tokens: 6, chunk: 0), kernel: .recurrent, bidirectional: false,
                                 normalize: false, pattern: .mild)
+            // The engine's chunk (32) and head dimension (32) over three chunks, the last partial
+            // (the GPU variant's local-memory phases).
+            try checkForgetGate(c, ForgetGateCase(tokens: 70, chunk: 32, channels: 64, heads: 2), kernel: .phased(chunk: 32),
+                                bidirectional: true, normalize: true, pattern: .strong)
         },
         "mean, elementwise, activations, pad": { c in
             try checkMeanTokens(c, batch: 2, tokens: 7, channels: 19)

@@ -74,6 +74,11 @@ extension CLContext {
             throw MilaError.invalidArgument(op: "forget_gate_attention", message: "chunk size \(chunk) must be 1...256")
         }
         let defines = ["DHEAD=\(d)", "CHUNK=\(chunk)", "FG_BIDIR=\(bidirectional ? 1 : 0)"]
+        if variant == .gpu, let group = ForgetGateTiles.workGroup(headDim: d, chunk: chunk, localMemory: Int(device.localMemory),
+                                                                  maxWorkGroup: device.maxWorkGroupSize) {
+            return try phasedForgetGateGPU(qk: qk, v: v, gate: gate, scale: scale, spec: spec, bidirectional: bidirectional,
+                                           normalize: normalize, chunk: chunk, group: group, defines: defines, output: output)
+        }
         let rows = bidirectional ? 4 : 8  // FG_ROWS in the kernel
         let chunks = ceilDiv(l, chunk)
         let kfeat = try buffer(count: batch * chunks * c * ((chunk + 15) / 16 * 16))  // k transposed per chunk (FG_CHUNK16)
@@ -103,5 +108,51 @@ extension CLContext {
                    arguments: [.int(Int32(l)), .int(Int32(c)), .int(normalize ? 1 : 0), .buffer(qk.buffer), .buffer(kfeat), .buffer(v.buffer),
                                .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(factors), .buffer(y.buffer)])
         return y
+    }
+
+    /// The GPU phases (fgla_state_wg, fgla_state_scan with one vector per work-item,
+    /// fgla_output_wg): work-groups of `group` work-items per (head, chunk) with the chunk in
+    /// local memory.
+    private func phasedForgetGateGPU(qk: DeviceTensor, v: DeviceTensor, gate: DeviceTensor, scale: CLBuffer, spec: ForgetGateAttentionSpec,
+                                     bidirectional: Bool, normalize: Bool, chunk: Int, group: Int, defines: [String],
+                                     output: DeviceTensor?) throws -> DeviceTensor {
+        let (batch, l, c, heads, d) = (spec.batch, spec.tokens, spec.channels, spec.heads, spec.headDim)
+        let chunks = ceilDiv(l, chunk)
+        let tiled = defines + ["FG_WG=\(group)", "FG_OPW=\(ceilDiv(d * d, group))", "FG_SCAN_VECS=1"]
+        let decay = try buffer(count: batch * chunks * heads)
+        let forward = try buffer(count: batch * chunks * c * (d + 1))
+        let backward = bidirectional ? try buffer(count: batch * chunks * c * (d + 1)) : forward
+        defer {
+            for b in [decay, forward] { recycle(b) }
+            if bidirectional { recycle(backward) }
+        }
+        let (lTokens, channels) = (Int32(l), Int32(c))
+        try launch(try kernel(.forgetGateAttention, "fgla_state_wg", defines: tiled), global: [group * heads, chunks, batch],
+                   local: [group, 1, 1],
+                   arguments: [.int(lTokens), .int(channels), .buffer(qk.buffer), .buffer(v.buffer), .buffer(gate.buffer), .buffer(scale),
+                               .buffer(forward), .buffer(backward), .buffer(decay)])
+        try launch(try kernel(.forgetGateAttention, "fgla_state_scan", defines: tiled),
+                   global: [ceilDiv(c * (d + 1), 16), batch, bidirectional ? 2 : 1],
+                   arguments: [.int(channels), .int(Int32(chunks)), .buffer(forward), .buffer(backward), .buffer(decay)])
+        let y = try output ?? empty([batch, l, c])
+        try launch(try kernel(.forgetGateAttention, "fgla_output_wg", defines: tiled), global: [group * chunks, heads, batch],
+                   local: [group, 1, 1],
+                   arguments: [.int(lTokens), .int(channels), .int(normalize ? 1 : 0), .buffer(qk.buffer), .buffer(v.buffer),
+                               .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(y.buffer)])
+        return y
+    }
+}
+
+/// Work-group size of the GPU forget-gate phases: 256 work-items (or the device's maximum, a
+/// power of two), when fgla_output_wg's local arrays (q, k, v rows, the chunk's score matrix,
+/// four per-token values; 17 KiB at d = 32, T = 32) fit the device's local memory; nil otherwise
+/// (the CPU phases run, correct on any device).
+enum ForgetGateTiles {
+    static func workGroup(headDim d: Int, chunk: Int, localMemory: Int, maxWorkGroup: Int) -> Int? {
+        let bytes = (3 * chunk * d + chunk * (chunk + 1) + 4 * chunk) * 4
+        guard bytes <= localMemory else { return nil }
+        var group = 1
+        while group * 2 <= min(256, maxWorkGroup) { group *= 2 }
+        return group
     }
 }
