@@ -424,7 +424,7 @@ func main() throws {
     var contexts: [KernelVariant: CLContext] = [:]
     for variant in KernelVariant.allCases { contexts[variant] = try CLContext(device: device, variant: variant) }
     print("device:   \(device.name) (\(device.platformName), driver \(device.driverVersion), \(device.openCLCVersion))")
-    print("options:  \(CLContext.baseOptions) + per-kernel defines (gemm_reg 4x64 float16 tile; conv VEC=16 XPWxCOV=16x1|8x2 cpu / VEC=4 gpu; dwconv VEC=16 XPW=8x2 cpu / VEC=4 XPW=1 gpu)")
+    print("options:  \(CLContext.baseOptions) + per-kernel defines (gemm_reg 4x64 float16 tile; conv VEC=16 XPWxCOV=16x1|8x2 cpu / conv3x3_tiled 64x64 gpu; dwconv VEC=16 XPW=8x2 cpu / dwconv3x3_tiled gpu; attention and forget gate: local-memory work-groups on gpu)")
     print("env:      POCL_AFFINITY=\(ProcessInfo.processInfo.environment["POCL_AFFINITY"] ?? "unset"), commit \(commit()), runs \(options.runs) (median; device time from profiling events)")
     let references = ReferenceCache()
     for resolution in options.resolutions {

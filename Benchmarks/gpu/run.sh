@@ -93,4 +93,6 @@ step "sweep batch 1" "$sweep_limit" "$B" bench --arch mlla_t --resolutions "$siz
 step "sweep batch $batch_big" "$sweep_limit" "$B" bench --arch mlla_t --resolutions "$sizes32" --batch "$batch_big" --runs 3 --format csv >> "$out/sweep.csv" 2>>"$log"
 step "sweep batch 1 fp16" "$sweep16_limit" "$B" bench --arch mlla_t --resolutions "$sizes1" --batch 1 --runs 5 --precision fp16 --format csv >> "$out/sweep.csv" 2>>"$log"
 step "sweep batch $batch_big fp16" "$sweep16_limit" "$B" bench --arch mlla_t --resolutions "$sizes32" --batch "$batch_big" --runs 3 --precision fp16 --format csv >> "$out/sweep.csv" 2>>"$log"
+# One CSV header for the four sweeps.
+awk 'NR == 1 || !/^backend,/' "$out/sweep.csv" > "$out/sweep.tmp" && mv "$out/sweep.tmp" "$out/sweep.csv"
 echo "done $(date -u +%FT%TZ)" >> "$log"

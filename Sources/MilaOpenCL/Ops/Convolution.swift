@@ -40,6 +40,8 @@ public struct Conv3x3Weights {
     /// Dense convolutions with at least this many input channels run as conv3x3_tiled on GPUs
     /// (K = 9 Cin >= 144 fills the 16-deep K steps; the stem's 3-channel conv stays on conv3x3's
     /// one-output-vector-per-work-item kernel, where K = 27 would leave most of each step empty).
+    /// The kernel's 16 x 16 work-groups need a device limit of at least 256 work-items; below
+    /// that conv3x3 runs.
     public static let tiledMinChannels = 16
 
     /// Float16 vectors of output channels per work-item of the CPU conv3x3 kernel (COV): 2 when
@@ -150,7 +152,7 @@ extension CLContext {
                                        .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)]
                                + view + [.buffer(weights.zeros!), .int(Int32(begin)), .int(Int32(min(begin + step, k)))])
             }
-        } else if gpu && spec.inChannels >= Conv3x3Weights.tiledMinChannels {
+        } else if gpu && spec.inChannels >= Conv3x3Weights.tiledMinChannels && device.maxWorkGroupSize >= 256 {
             let kernel = try self.kernel(.conv3x3, "conv3x3_tiled", defines: ["VEC=4", "XPW=1", "COV=1"] + weights.precision.kernelDefines)
             let m = spec.batch * spec.outHeight * spec.outWidth
             try launch(kernel, global: [16 * ceilDiv(spec.outChannels, 64), 16 * ceilDiv(m, 64)], local: [16, 16],

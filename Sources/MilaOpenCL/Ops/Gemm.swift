@@ -82,7 +82,10 @@ extension CLContext {
         let half = weights.precision == .fp16
         let resolved = GemmProvider.resolve(for: variant)
         let byDefault = provider == nil && ProcessInfo.processInfo.environment[GemmProvider.environmentVariable] == nil
-        let chosen = provider ?? (resolved == .clblast && (half || (byDefault && clblastUnavailable != nil)) ? .tiled : resolved)
+        var chosen = provider ?? (resolved == .clblast && (half || (byDefault && clblastUnavailable != nil)) ? .tiled : resolved)
+        // gemm_tiled's 16 x 16 work-groups need 256 work-items; below that limit gemm_reg
+        // (one work-item per group) is the portable fallback.
+        if chosen == .tiled && provider == nil && device.maxWorkGroupSize < 256 { chosen = .register }
         if half && chosen == .clblast {
             throw MilaError.unsupported(op: "gemm", message: "the CLBlast provider needs float32 weights; fp16 weights run on gemm_reg or gemm_tiled")
         }
