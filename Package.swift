@@ -12,9 +12,23 @@ let package = Package(
         .library(name: "MilaCore", targets: ["MilaCore"]),
         .library(name: "MilaReference", targets: ["MilaReference"]),
         .library(name: "MilaOpenCL", targets: ["MilaOpenCL"]),
+        // The engine as a library (Sources/MilaEngine/MilaEngine.docc): open a model, classify,
+        // segment, run tensors; and what its API hands out.
+        .library(name: "MilaEngine", targets: ["MilaEngine"]),
+        .library(name: "MilaImage", targets: ["MilaImage"]),
+        .library(name: "MilaModel", targets: ["MilaModel"]),
+        .library(name: "MilaWeights", targets: ["MilaWeights"]),
+        // The Open Inference Protocol server behind `mila-infer serve`.
+        .library(name: "MilaServe", targets: ["MilaServe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The server (mila-infer serve): HTTP/1.1, lifecycle and signals, Prometheus metrics.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // C libraries from Debian packages (ocl-icd-opencl-dev + opencl-headers, libclblast-dev).
@@ -50,11 +64,22 @@ let package = Package(
         .target(name: "MilaModelZoo", exclude: ["Models"], plugins: ["EmbedModels"]),
 
         // A loaded model with a backend: what the CLI drives.
-        .target(name: "MilaEngine", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL", "MilaModelZoo"]),
+        .target(name: "MilaEngine", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL", "MilaModelZoo", "MilaImage"]),
+
+        // Open Inference Protocol v2 over HTTP/1.1 with dynamic batching on one device thread.
+        .target(name: "MilaServe", dependencies: [
+            "MilaCore", "MilaEngine", "MilaImage", "MilaModel",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+        ]),
 
         .executableTarget(name: "mila-infer", dependencies: [
-            "MilaCore", "MilaOpenCL", "MilaWeights", "MilaModel", "MilaModelZoo", "MilaEngine", "MilaImage",
+            "MilaCore", "MilaOpenCL", "MilaWeights", "MilaModel", "MilaModelZoo", "MilaEngine", "MilaImage", "MilaServe",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // One fuzz target per parser of untrusted input (Tests/Fuzz/README.md); mila-fuzz replays
         // inputs in any build and fuzzes in the libFuzzer build Tests/Fuzz/run.sh makes.
@@ -71,6 +96,10 @@ let package = Package(
         .testTarget(name: "MilaImageTests", dependencies: ["MilaCore", "MilaImage", "MilaWeights"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MilaModelTests", dependencies: ["MilaCore", "MilaWeights", "MilaModel", "MilaReference", "MilaOpenCL", "MilaImage", "MilaModelZoo"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "MilaServeTests", dependencies: [
+            "MilaServe", "MilaEngine", "MilaCore", "MilaImage",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
         .testTarget(name: "MilaOpenCLTests", dependencies: ["MilaCore", "MilaReference", "MilaOpenCL", "MilaKernels"]),
     ],
     swiftLanguageModes: [.v5]

@@ -14,7 +14,15 @@ public enum BackendKind: String, CaseIterable, Sendable {
 
 /// A loaded model ready to run: configuration, prepared weights, one backend, and a graph per
 /// input size (built once, with its memory plan cached by the backend).
-public final class Engine {
+///
+/// Thread safety: an engine may be shared between threads and tasks. Its device work is
+/// serialised: `run`, `labels`, `graph`, `releaseGraphs` and the image methods built on them
+/// take one lock per engine, so concurrent callers run one after another on its single queue.
+/// For concurrency across inputs, batch them (`classify(_ images:)`), or open one engine per
+/// device. The calls block the calling thread while the device works: from Swift
+/// concurrency, call them from a thread of your own (as `mila-infer serve` does), not from
+/// the cooperative pool.
+public final class Engine: @unchecked Sendable {
     public let config: ModelConfig
     public let weights: [String: Tensor]
     public let backend: Backend
@@ -22,13 +30,14 @@ public final class Engine {
     /// How the backend stores the weights.
     public let precision: Precision
     private var graphs: [String: Graph] = [:]
+    private let lock = NSRecursiveLock()
 
     /// Loads `model` (a file path, or the name of an embedded model) or, with no model, random
     /// weights for `arch`. `device` selects the OpenCL device (`CLDiscovery.select`), `variant`
     /// its kernel family (default: by device type, or `MILA_KERNEL_VARIANT`); `precision` how
     /// the weights are stored (fp16 needs cl_khr_fp16; the reference then rounds the same
     /// weights to half).
-    public init(model: String?, arch: String?, stateDictKey: String? = nil, backend kind: BackendKind,
+    public init(model: String?, arch: String? = nil, stateDictKey: String? = nil, backend kind: BackendKind = .opencl,
                 device: String? = nil, variant: KernelVariant? = nil, precision: Precision = .fp32, seed: UInt64 = 0) throws {
         self.precision = precision
         if let model {
@@ -68,6 +77,7 @@ public final class Engine {
     /// segmentation graph ends with (ignored by other models).
     public func graph(batch: Int, height: Int, width: Int,
                       segmentation: ModelGraph.SegmentationOutput = .headLogits) throws -> Graph {
+        lock.lock(); defer { lock.unlock() }
         let key = "\(batch)x\(height)x\(width) \(segmentation)"
         if let g = graphs[key] { return g }
         let g = try ModelGraph.build(config: config, weightShapes: weights.mapValues(\.shape), batch: batch, height: height, width: width,
@@ -80,6 +90,7 @@ public final class Engine {
     /// Drops the cached graphs and the backend's per-graph device memory (between the sizes of
     /// a sweep, so they do not add up).
     public func releaseGraphs() {
+        lock.lock(); defer { lock.unlock() }
         graphs = [:]
         (backend as? CLBackend)?.releasePlans()
     }
@@ -89,6 +100,7 @@ public final class Engine {
         guard input.shape.count == 4, input.shape[1] == 3 else {
             throw MilaError.shapeMismatch(op: "run", tensor: "input", expected: "(N, 3, H, W)", actual: input.shape)
         }
+        lock.lock(); defer { lock.unlock() }
         let g = try graph(batch: input.shape[0], height: input.shape[2], width: input.shape[3], segmentation: segmentation)
         return (g, try backend.run(g, input: try Layout.channelsLast(input), keep: keep))
     }

@@ -98,19 +98,3 @@ struct Classify: ParsableCommand {
         }
     }
 }
-
-/// Softmax probabilities of one row of logits, ranked.
-struct Ranking {
-    let probabilities: [Double]
-
-    init(logits: [Float]) {
-        let m = Double(logits.max() ?? 0)
-        let e = logits.map { exp(Double($0) - m) }
-        let total = e.reduce(0, +)
-        probabilities = e.map { $0 / total }
-    }
-
-    func top(_ k: Int) -> [(index: Int, probability: Double)] {
-        probabilities.indices.sorted { probabilities[$0] > probabilities[$1] }.prefix(k).map { ($0, probabilities[$0]) }
-    }
-}

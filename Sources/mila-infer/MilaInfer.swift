@@ -7,7 +7,7 @@ import MilaOpenCL
 extension Precision: ExpressibleByArgument {}
 
 @main
-struct MilaInfer: ParsableCommand {
+struct MilaInfer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mila-infer",
         abstract: "Run MILA / MLLA vision models on OpenCL devices.",
@@ -17,7 +17,7 @@ struct MilaInfer: ParsableCommand {
             MILA_KERNEL_DIR loads Kernels/*.cl from a folder instead of the embedded copies; \
             MILA_CACHE_DIR moves the program cache (MILA_KERNEL_CACHE=0 turns it off).
             """,
-        subcommands: [Classify.self, Segment.self, Run.self, Check.self, Eval.self, Bench.self, Models.self, Devices.self],
+        subcommands: [Classify.self, Segment.self, Run.self, Check.self, Eval.self, Bench.self, Serve.self, Models.self, Devices.self],
         defaultSubcommand: Classify.self)
 }
 
