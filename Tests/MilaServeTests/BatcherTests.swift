@@ -1,0 +1,122 @@
+import Foundation
+import MilaCore
+@testable import MilaServe
+import Testing
+
+/// Records the batches a fake model runs: each image's "logit" is the first value of its input,
+/// so every request can check that it got its own rows back.
+final class BatchLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var sizes: [(BatchKey, Int)] = []
+    func record(_ key: BatchKey, _ n: Int) { lock.lock(); sizes.append((key, n)); lock.unlock() }
+    var batches: [(BatchKey, Int)] { lock.lock(); defer { lock.unlock() }; return sizes }
+}
+
+func image(_ value: Float, side: Int = 2, count: Int = 1) throws -> Tensor {
+    try Tensor(shape: [count, 3, side, side], data: (0..<count).flatMap { i in [Float](repeating: value + Float(i), count: 3 * side * side) })
+}
+
+func key(_ side: Int) -> BatchKey { BatchKey(height: side, width: side, outHeight: side, outWidth: side) }
+
+func echoBatcher(maxBatch: Int, delayMicroseconds: Int, maxQueue: Int = 64, timeout: Double = 60, log: BatchLog,
+                 hold: DispatchSemaphore? = nil) -> Batcher {
+    Batcher(maxBatch: maxBatch, maxDelayMicroseconds: delayMicroseconds, maxQueue: maxQueue, timeoutSeconds: timeout) { key, input in
+        log.record(key, input.shape[0])
+        hold?.wait()
+        let per = input.data.count / input.shape[0]
+        return .logits((0..<input.shape[0]).map { input.data[$0 * per] }, classes: 1)
+    }
+}
+
+func logits(_ result: BatchResult) -> [Float] {
+    if case let .logits(v, _) = result { return v }
+    return []
+}
+
+@Suite("Batcher") struct BatcherTests {
+    @Test func sameSizeRequestsShareABatchAndGetTheirOwnRows() async throws {
+        let log = BatchLog()
+        let batcher = echoBatcher(maxBatch: 4, delayMicroseconds: 2_000_000, log: log)
+        batcher.start()
+        let results = try await withThrowingTaskGroup(of: (Float, [Float]).self) { group in
+            for v in [10, 20, 30] as [Float] { group.addTask { (v, logits(try await batcher.submit(key: key(2), input: try image(v)).0)) } }
+            group.addTask { (40, logits(try await batcher.submit(key: key(2), input: try image(40, count: 1)).0)) }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        #expect(results == [10: [10], 20: [20], 30: [30], 40: [40]])
+        #expect(log.batches.map(\.1) == [4], "one full batch of 4, no waiting for the 2 s delay: \(log.batches)")
+        await batcher.shutdown()
+    }
+
+    @Test func differentSizesNeverMerge() async throws {
+        let log = BatchLog()
+        let batcher = echoBatcher(maxBatch: 8, delayMicroseconds: 100_000, log: log)
+        batcher.start()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for side in [2, 3, 2, 3] { group.addTask { _ = try await batcher.submit(key: key(side), input: try image(1, side: side)) } }
+            try await group.waitForAll()
+        }
+        #expect(log.batches.map(\.1).sorted() == [2, 2] && Set(log.batches.map(\.0)) == [key(2), key(3)], "\(log.batches)")
+        await batcher.shutdown()
+    }
+
+    @Test func aLoneRequestWaitsForTheDelayThenRunsAlone() async throws {
+        let log = BatchLog()
+        let batcher = echoBatcher(maxBatch: 8, delayMicroseconds: 300_000, log: log)
+        batcher.start()
+        let start = Date()
+        let (result, queued) = try await batcher.submit(key: key(2), input: try image(5, count: 3))
+        #expect(logits(result) == [5, 6, 7])
+        #expect(Date().timeIntervalSince(start) >= 0.29 && queued >= 290_000, "queued \(queued) us")
+        #expect(log.batches.map(\.1) == [3])
+        await batcher.shutdown()
+    }
+
+    @Test func aFullQueueAnswers503() async throws {
+        let log = BatchLog(), hold = DispatchSemaphore(value: 0)
+        let batcher = echoBatcher(maxBatch: 1, delayMicroseconds: 0, maxQueue: 2, log: log, hold: hold)
+        batcher.start()
+        let running = Task { try await batcher.submit(key: key(2), input: try image(1)) }
+        while log.batches.isEmpty { try await Task.sleep(for: .milliseconds(5)) }  // the first batch is on the device
+        let waiting = (0..<2).map { i in Task { try await batcher.submit(key: key(2), input: try image(Float(2 + i))) } }
+        while batcher.pending < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        await #expect(throws: InferenceError(.unavailable, "Exceeds maximum queue size (2 requests waiting, --max-queue)")) {
+            try await batcher.submit(key: key(2), input: try image(9))
+        }
+        for _ in 0..<3 { hold.signal() }
+        #expect(logits(try await running.value.0) == [1])
+        for (i, t) in waiting.enumerated() { #expect(logits(try await t.value.0) == [Float(2 + i)]) }
+        await batcher.shutdown()
+    }
+
+    @Test func aRequestPastItsTimeoutFailsWithoutRunning() async throws {
+        let log = BatchLog(), hold = DispatchSemaphore(value: 0)
+        let batcher = echoBatcher(maxBatch: 1, delayMicroseconds: 0, timeout: 0.1, log: log, hold: hold)
+        batcher.start()
+        let running = Task { try await batcher.submit(key: key(2), input: try image(1)) }
+        while log.batches.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        let late = Task { try await batcher.submit(key: key(2), input: try image(2)) }
+        try await Task.sleep(for: .milliseconds(300))
+        hold.signal()
+        _ = try await running.value
+        await #expect(throws: InferenceError(.unavailable, "the request waited over 0.1 s in the queue (--request-timeout)")) { try await late.value }
+        #expect(log.batches.count == 1)
+        await batcher.shutdown()
+    }
+
+    @Test func limitsAndStates() async throws {
+        let log = BatchLog()
+        let batcher = echoBatcher(maxBatch: 2, delayMicroseconds: 0, log: log)
+        await #expect(throws: InferenceError(.unavailable, "the server is not ready")) { try await batcher.submit(key: key(2), input: try image(1)) }
+        batcher.start()
+        await #expect(throws: InferenceError.bad("batch of 3 images; this server takes 1 to 2 per request (--max-batch)")) {
+            try await batcher.submit(key: key(2), input: try image(1, count: 3))
+        }
+        while !batcher.ready { try await Task.sleep(for: .milliseconds(5)) }
+        batcher.markStopping()
+        #expect(!batcher.ready)
+        #expect(logits(try await batcher.submit(key: key(2), input: try image(4)).0) == [4], "draining still serves in-flight work")
+        await batcher.shutdown()
+        await #expect(throws: InferenceError.self) { try await batcher.submit(key: key(2), input: try image(1)) }
+    }
+}
