@@ -134,20 +134,22 @@ public struct InferenceServer {
         (self.service, self.configuration) = (service, configuration)
     }
 
-    /// Runs until SIGTERM or SIGINT. `onRunning` is called with the HTTP port once it listens.
-    public func run(logger: Logger, onRunning: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+    /// Runs until SIGTERM or SIGINT. `onRunning` is called with "http" or "metrics" and the
+    /// port once each listener is up (a port of 0 in the configuration picks a free one).
+    public func run(logger: Logger, onRunning: @escaping @Sendable (_ listener: String, _ port: Int) -> Void = { _, _ in }) async throws {
         let http = Application(
             router: InferenceRoutes.router(service),
             server: .http1(configuration: .init(idleTimeout: .seconds(configuration.idleTimeoutSeconds))),
             configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.httpPort), serverName: "mila",
                                                     backlog: configuration.backlog),
             services: [service.batcher],
-            onServerRunning: { channel in onRunning(channel.localAddress?.port ?? 0) },
+            onServerRunning: { channel in onRunning("http", channel.localAddress?.port ?? 0) },
             logger: logger)
         let metrics = Application(
             router: InferenceRoutes.metricsRouter(service.metrics),
             server: .http1(configuration: .init(idleTimeout: .seconds(configuration.idleTimeoutSeconds))),
             configuration: ApplicationConfiguration(address: .hostname(configuration.host, port: configuration.metricsPort), serverName: "mila-metrics"),
+            onServerRunning: { channel in onRunning("metrics", channel.localAddress?.port ?? 0) },
             logger: logger)
         let batcher = service.batcher
         let group = ServiceGroup(configuration: .init(

@@ -17,7 +17,7 @@ public final class ServedModel: @unchecked Sendable {
     var isSegmentation: Bool { engine.isSegmentation }
 
     public init(engine: Engine, name: String, platform: String) throws {
-        guard !engine.config.backbone else {
+        guard engine.isSegmentation || !engine.config.backbone else {
             throw InferenceError(.unsupported, "\(engine.source) is a backbone without a head; serve takes classifiers and segmentation models")
         }
         (self.engine, self.name, self.platform) = (engine, name, platform)

@@ -100,10 +100,14 @@ struct Serve: AsyncParsableCommand {
         }
         var logger = Logger(label: "mila-serve")
         logger.logLevel = .warning
-        let (host, metricsPort) = (self.host, self.metricsPort)
+        let host = self.host
         do {
-            try await server.run(logger: logger) { port in
-                note("mila-infer serve: listening on http://\(host):\(port) (metrics on port \(metricsPort)); ready after warm-up")
+            try await server.run(logger: logger) { listener, port in
+                if listener == "http" {
+                    note("mila-infer serve: listening on http://\(host):\(port); ready (GET /v2/health/ready) after warm-up")
+                } else {
+                    note("mila-infer serve: metrics on http://\(host):\(port)/metrics")
+                }
             }
         } catch {
             note("mila-infer: serve: \(error)")

@@ -187,3 +187,29 @@ func waitReady(_ client: some TestClientProtocol) async throws {
 func bigPNG(width: Int, height: Int) throws -> Data {
     try ImageEncoder.png(RGBImage(width: width, height: height, pixels: [UInt8](repeating: 200, count: width * height * 3)))
 }
+
+@Suite("serve: a segmentation model") struct SegmentationServeTests {
+    /// digits-seg behind the router: an encoded scene comes back as INT32 labels at the image's
+    /// size, equal to the engine's own `segment` of the same image.
+    @Test func labelsOfAnImageEqualTheEngines() async throws {
+        let engine = try Engine(model: "digits-seg")
+        let model = try ServedModel(engine: engine, name: "digits-seg", platform: "mila_embedded")
+        let metrics = ServerMetrics(model: "digits-seg", maxBatch: 2)
+        let batcher = Batcher(model: model, maxBatch: 2, maxDelayMicroseconds: 0, maxQueue: 4, timeoutSeconds: 30, metrics: metrics)
+        let service = InferenceService(model: model, batcher: batcher, limits: InferenceLimits(), metrics: metrics, serverVersion: "test")
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Examples/scene-1.png").standardized
+        let bytes = try Data(contentsOf: file)
+        let expected = try engine.segment(try ImageDecoder.decode(bytes, name: "scene-1.png"))
+        try await Application(router: InferenceRoutes.router(service), services: [batcher]).test(.router) { client in
+            try await waitReady(client)
+            let body = #"{"inputs":[{"name":"image","datatype":"BYTES","shape":[1],"data":[""# + bytes.base64EncodedString() + #""]}]}"#
+            try await client.execute(uri: "/v2/models/digits-seg/infer", method: .post, body: ByteBuffer(string: body)) { r in
+                #expect(r.status == .ok, "\(string(r.body).prefix(200))")
+                let output = (try json(r.body)["outputs"] as! [[String: Any]])[0]
+                #expect(output["name"] as? String == "labels" && output["datatype"] as? String == "INT32")
+                #expect(output["shape"] as! [Int] == [1, expected.height, expected.width])
+                #expect((output["data"] as! [Int]).map(Int32.init) == expected.labels)
+            }
+        }
+    }
+}
