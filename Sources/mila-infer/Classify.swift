@@ -37,8 +37,9 @@ struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Classify images (JPEG or PNG) and print the top classes.",
         discussion: """
-            Without --model (and without --arch) the embedded digit classifier `digits` runs. A file that cannot be \
-            read is reported with its name and skipped; the exit status is then 1.
+            Without --model (and without --arch) the embedded digit classifier `digits` runs. Images are decoded on \
+            a second thread while the device runs batches of --batch. A file that cannot be read is reported with \
+            its name and skipped; the exit status is then 1.
             """)
 
     @Argument(help: "Image files.")
@@ -46,6 +47,7 @@ struct Classify: ParsableCommand {
 
     @OptionGroup var options: ModelOptions
     @OptionGroup var input: InputOptions
+    @OptionGroup var batching: BatchOptions
 
     @Option(name: .long, help: "How many classes to show per image.")
     var top: Int = 5
@@ -71,28 +73,41 @@ struct Classify: ParsableCommand {
             let labels = engine.config.classLabels
             if let saveInput { try FileManager.default.createDirectory(atPath: saveInput, withIntermediateDirectories: true) }
             var failures = 0
-            for path in images {
-                do {
-                    let tensor = try preprocess.tensor(try ImageDecoder.decode(path, maxPixels: input.maxPixels))
-                    if let saveInput {
-                        let name = URL(fileURLWithPath: path).lastPathComponent + ".npy"
-                        try NPY.write(tensor, to: URL(fileURLWithPath: saveInput).appendingPathComponent(name).path)
+            let maxPixels = input.maxPixels
+            let batches = PrefetchingBatches(count: images.count, batchSize: batching.size(for: engine)) { [images] i in
+                try preprocess.tensor(try ImageDecoder.decode(images[i], maxPixels: maxPixels))
+            }
+            for batch in batches {
+                for (_, error) in batch.failures {
+                    guard error is ImageError else { throw error }
+                    failures += 1
+                    note("mila-infer: \(error)")
+                }
+                var lines: [(Int, String)] = []
+                guard !batch.items.isEmpty else { continue }
+                if let saveInput {
+                    for item in batch.items {
+                        let name = URL(fileURLWithPath: images[item.index]).lastPathComponent + ".npy"
+                        try NPY.write(item.tensor, to: URL(fileURLWithPath: saveInput).appendingPathComponent(name).path)
                     }
-                    let (graph, values) = try engine.run(nchw: tensor)
-                    let ranked = Ranking(logits: values[graph.outputs["logits"]!]!.data).top(top)
+                }
+                let (graph, values) = try engine.run(nchw: try Tensor.stacking(batch.items.map(\.tensor)))
+                let logits = values[graph.outputs["logits"]!]!
+                let c = logits.shape[1]
+                for (row, item) in batch.items.enumerated() {
+                    let path = images[item.index]
+                    let ranked = Ranking(logits: logits.data[(row * c)..<((row + 1) * c)]).top(top)
                     if json {
                         let entries = ranked.map { ["index": $0.index, "label": labels[$0.index], "probability": $0.probability] as [String: Any] }
                         let object: [String: Any] = ["image": path, "top": entries]
                         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-                        print(String(decoding: data, as: UTF8.self))
+                        lines.append((item.index, String(decoding: data, as: UTF8.self)))
                     } else {
-                        print(path)
-                        for r in ranked { print(String(format: "  %7.4f  ", r.probability) + "\(labels[r.index]) (\(r.index))") }
+                        lines.append((item.index, ([path] + ranked.map { String(format: "  %7.4f  ", $0.probability) + "\(labels[$0.index]) (\($0.index))" })
+                            .joined(separator: "\n")))
                     }
-                } catch let error as ImageError {
-                    failures += 1
-                    note("mila-infer: \(error)")
                 }
+                for (_, line) in lines.sorted(by: { $0.0 < $1.0 }) { print(line) }
             }
             if failures > 0 { throw ExitCode(1) }
         }

@@ -17,7 +17,7 @@ struct MilaInfer: AsyncParsableCommand {
             MILA_KERNEL_DIR loads Kernels/*.cl from a folder instead of the embedded copies; \
             MILA_CACHE_DIR moves the program cache (MILA_KERNEL_CACHE=0 turns it off).
             """,
-        subcommands: [Classify.self, Segment.self, Run.self, Check.self, Eval.self, Bench.self, Serve.self, Models.self, Devices.self],
+        subcommands: [Classify.self, Segment.self, Run.self, Check.self, Eval.self, Merge.self, Bench.self, Serve.self, Models.self, Devices.self],
         defaultSubcommand: Classify.self)
 }
 

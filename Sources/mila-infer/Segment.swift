@@ -42,6 +42,8 @@ struct Segment: ParsableCommand {
     @Option(name: .customLong("max-pixels"), help: "Refuse images of more pixels (width x height) than this, from the file header, before decoding.")
     var maxPixels: Int = ImageDecoder.defaultMaxPixels
 
+    @OptionGroup var batching: BatchOptions
+
     /// Classes covering less of the image than this are not listed.
     static let minimumShare = 0.01
 
@@ -66,35 +68,52 @@ struct Segment: ParsableCommand {
             if let saveInput { try FileManager.default.createDirectory(atPath: saveInput, withIntermediateDirectories: true) }
             let labels = engine.config.classLabels, palette = engine.config.classPalette
             var failures = 0
-            for path in images {
-                do {
-                    let image = try ImageDecoder.decode(path, maxPixels: maxPixels)
-                    let (tensor, _) = try preprocess.tensor(image)
-                    if let saveInput {
-                        try NPY.write(tensor, to: URL(fileURLWithPath: saveInput).appendingPathComponent(URL(fileURLWithPath: path).lastPathComponent + ".npy").path)
-                    }
-                    let map = try engine.labels(nchw: tensor, height: image.height, width: image.width)[0]
-                    let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-                    let mask = URL(fileURLWithPath: out).appendingPathComponent("\(stem).png").path
-                    let indices = map.map { UInt8(truncatingIfNeeded: $0) }
-                    try write(try ImageEncoder.palettePNG(indices: indices, width: image.width, height: image.height, palette: palette), to: mask)
-                    if overlay {
-                        let blended = Self.overlay(image, labels: indices, palette: palette)
-                        try ImageEncoder.writePNG(blended, to: URL(fileURLWithPath: out).appendingPathComponent("\(stem).overlay.png").path)
-                    }
-                    let shares = Self.shares(map, classes: engine.config.numClasses).filter { $0.share >= Self.minimumShare }
-                    if json {
-                        let classes = shares.map { ["index": $0.index, "label": labels[$0.index], "share": $0.share] as [String: Any] }
-                        let object: [String: Any] = ["image": path, "size": [image.height, image.width], "mask": mask, "classes": classes]
-                        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-                        print(String(decoding: data, as: UTF8.self))
-                    } else {
-                        print("\(path) (\(image.height)x\(image.width)) -> \(mask)")
-                        for s in shares { print(String(format: "  %6.2f%%  ", 100 * s.share) + "\(labels[s.index]) (\(s.index))") }
-                    }
-                } catch let error as ImageError {
+            let maxPixels = self.maxPixels
+            // Batches of images with the same network input and output size (label maps come
+            // back at the image's own size).
+            let batches = PrefetchingBatches<(image: RGBImage, tensor: Tensor)>(
+                count: images.count, batchSize: batching.size(for: engine),
+                key: { $0.tensor.shape + [$0.image.height, $0.image.width] }
+            ) { [images] i in
+                let image = try ImageDecoder.decode(images[i], maxPixels: maxPixels)
+                return (image, try preprocess.tensor(image).tensor)
+            }
+            for batch in batches {
+                for (_, error) in batch.failures {
+                    guard error is ImageError else { throw error }
                     failures += 1
                     note("mila-infer: \(error)")
+                }
+                guard let first = batch.items.first?.tensor.image else { continue }
+                let maps = try engine.labels(nchw: try Tensor.stacking(batch.items.map(\.tensor.tensor)), height: first.height, width: first.width)
+                for (item, map) in zip(batch.items, maps) {
+                    let (path, image, tensor) = (images[item.index], item.tensor.image, item.tensor.tensor)
+                    do {
+                        if let saveInput {
+                            try NPY.write(tensor, to: URL(fileURLWithPath: saveInput).appendingPathComponent(URL(fileURLWithPath: path).lastPathComponent + ".npy").path)
+                        }
+                        let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+                        let mask = URL(fileURLWithPath: out).appendingPathComponent("\(stem).png").path
+                        let indices = map.map { UInt8(truncatingIfNeeded: $0) }
+                        try write(try ImageEncoder.palettePNG(indices: indices, width: image.width, height: image.height, palette: palette), to: mask)
+                        if overlay {
+                            let blended = Self.overlay(image, labels: indices, palette: palette)
+                            try ImageEncoder.writePNG(blended, to: URL(fileURLWithPath: out).appendingPathComponent("\(stem).overlay.png").path)
+                        }
+                        let shares = Self.shares(map, classes: engine.config.numClasses).filter { $0.share >= Self.minimumShare }
+                        if json {
+                            let classes = shares.map { ["index": $0.index, "label": labels[$0.index], "share": $0.share] as [String: Any] }
+                            let object: [String: Any] = ["image": path, "size": [image.height, image.width], "mask": mask, "classes": classes]
+                            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+                            print(String(decoding: data, as: UTF8.self))
+                        } else {
+                            print("\(path) (\(image.height)x\(image.width)) -> \(mask)")
+                            for s in shares { print(String(format: "  %6.2f%%  ", 100 * s.share) + "\(labels[s.index]) (\(s.index))") }
+                        }
+                    } catch let error as ImageError {
+                        failures += 1
+                        note("mila-infer: \(error)")
+                    }
                 }
             }
             if failures > 0 { throw ExitCode(1) }

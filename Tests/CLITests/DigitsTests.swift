@@ -166,6 +166,53 @@ let oclgrindPresent = ((try? CLDiscovery.platforms()) ?? []).contains { $0.name.
         #expect(result.out.contains("(360 images, 10 classes)"))
     }
 
+    /// A sharded eval as cluster schedulers run it: 4 shards, told their index by the flag, by
+    /// Kubernetes' JOB_COMPLETION_INDEX (count from MILA_SHARD_COUNT) and by a Slurm array with
+    /// MIN 3 and STEP 2; `merge` prints the whole run's line. A missing part and a part of
+    /// another file list are errors that name them.
+    @Test func fourShardsMergedEqualOneRun() throws {
+        let digits = HeldOutDigits.shared
+        let folder = try CLI.temporaryFolder(), parts = try CLI.temporaryFolder()
+        defer { for f in [folder, parts] { try? FileManager.default.removeItem(at: f) } }
+        for (i, values) in digits.pixels.enumerated() {
+            let classFolder = folder.appendingPathComponent("\(digits.labels[i])")
+            try FileManager.default.createDirectory(at: classFolder, withIntermediateDirectories: true)
+            try ImageEncoder.writePNG(HeldOutDigits.render(values), to: classFolder.appendingPathComponent("\(digits.indices[i]).png").path)
+        }
+        let whole = try CLI.run(["eval", folder.path, "--model", "digits-fg", "--batch", "7"])
+        #expect(whole.status == 0 && whole.err.contains("images/s"), "\(whole.err)")
+        let launches: [([String], [String: String])] = [
+            (["--shard-index", "0", "--shard-count", "4"], [:]),
+            ([], ["JOB_COMPLETION_INDEX": "1", "MILA_SHARD_COUNT": "4"]),
+            ([], ["SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "4"]),
+            (["--shard-index", "3", "--shard-count", "4", "--batch", "1"], [:]),
+        ]
+        for (flags, environment) in launches {
+            let shard = try CLI.run(["eval", folder.path, "--model", "digits-fg", "--out", parts.path] + flags, environment: environment)
+            #expect(shard.status == 0, "\(flags) \(environment): \(shard.err)")
+            #expect(shard.out.contains("(90 images, 10 classes)"), "\(shard.out)")
+        }
+        let names = try FileManager.default.contentsOfDirectory(atPath: parts.path).sorted()
+        #expect(names == (0..<4).map { String(format: "part-%05d-of-00004.json", $0) }, "\(names)")
+        let merged = try CLI.run(["merge", parts.path])
+        #expect(merged.status == 0 && merged.out == whole.out, "merge: \(merged.out) \(merged.err), whole: \(whole.out)")
+
+        let third = parts.appendingPathComponent("part-00002-of-00004.json")
+        let saved = try Data(contentsOf: third)
+        try FileManager.default.removeItem(at: third)
+        let missing = try CLI.run(["merge", parts.path])
+        #expect(missing.status == 1 && missing.err.contains("1 of 4 parts missing") && missing.err.contains("shard 2"), "\(missing.err)")
+        var object = try JSONSerialization.jsonObject(with: saved) as! [String: Any]
+        object["manifest_hash"] = "0000000000000000"
+        try JSONSerialization.data(withJSONObject: object).write(to: third)
+        let mismatched = try CLI.run(["merge", parts.path])
+        #expect(mismatched.status == 1 && mismatched.err.contains("part-00002-of-00004.json evaluated another file list"), "\(mismatched.err)")
+        let noCount = try CLI.run(["eval", folder.path, "--model", "digits", "--out", parts.path], environment: ["JOB_COMPLETION_INDEX": "2"])
+        #expect(noCount.status == 1 && noCount.err.contains("without a shard count"), "\(noCount.err)")
+        let outside = try CLI.run(["eval", folder.path, "--model", "digits", "--shard-index", "4", "--shard-count", "4", "--out", parts.path])
+        #expect(outside.status == 1 && outside.err.contains("shard index 4 is not within 0..<4"), "\(outside.err)")
+    }
+
     @Test func classifyDefaultsToTheEmbeddedDigitModel() throws {
         for (file, digit) in [("digit-3.png", "3"), ("digit-7.jpg", "7"), ("digit-0.png", "0"), ("digit-4.jpg", "4")] {
             let result = try CLI.run(["classify", CLI.root.appendingPathComponent("Examples/\(file)").path, "--top", "1", "--json"])
