@@ -250,10 +250,11 @@ public final class Batcher: Service, @unchecked Sendable {
 }
 
 extension Batcher {
-    /// A batcher that runs `model`'s batches, warming it up first.
+    /// A batcher that runs `model`'s batches, warming it up first at every batch size.
     public convenience init(model: ServedModel, maxBatch: Int, maxDelayMicroseconds: Int, maxQueue: Int, timeoutSeconds: Double,
                             metrics: ServerMetrics?) {
         self.init(maxBatch: maxBatch, maxDelayMicroseconds: maxDelayMicroseconds, maxQueue: maxQueue, timeoutSeconds: timeoutSeconds,
-                  metrics: metrics, warmup: { try model.warmup() }, execute: { key, input in try model.execute(key: key, input: input) })
+                  metrics: metrics, warmup: { try model.warmup(maxBatch: maxBatch) },
+                  execute: { key, input in try model.execute(key: key, input: input) })
     }
 }

@@ -42,12 +42,17 @@ public final class ServedModel: @unchecked Sendable {
         return .logits(logits.data, classes: logits.shape[1])
     }
 
-    /// One image of the model's own input size through the device: kernels compiled, graph and
-    /// memory planned before the server says it is ready.
-    func warmup() throws {
+    /// Batches of 1 to `maxBatch` images of the model's own input size through the device, the
+    /// largest first: kernels compiled, every batch size's graph built and its memory planned
+    /// before the server says it is ready (a batch size met first under load cost seconds on
+    /// PoCL, which compiles kernels per launch shape, and grew memory while serving).
+    func warmup(maxBatch: Int) throws {
         let (h, w) = (engine.config.imageSize[0], engine.config.imageSize[1])
-        let input = try Tensor(shape: [1, 3, h, w], data: [Float](repeating: 0, count: 3 * h * w))
-        _ = try execute(key: BatchKey(height: h, width: w, outHeight: h, outWidth: w), input: input)
+        let key = BatchKey(height: h, width: w, outHeight: h, outWidth: w)
+        for n in stride(from: maxBatch, through: 1, by: -1) {
+            let input = try Tensor(shape: [n, 3, h, w], data: [Float](repeating: 0, count: n * 3 * h * w))
+            _ = try execute(key: key, input: input)
+        }
     }
 }
 

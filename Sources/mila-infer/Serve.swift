@@ -104,7 +104,7 @@ struct Serve: AsyncParsableCommand {
         do {
             try await server.run(logger: logger) { listener, port in
                 if listener == "http" {
-                    note("mila-infer serve: listening on http://\(host):\(port); ready (GET /v2/health/ready) after warm-up")
+                    note("mila-infer serve: listening on http://\(host):\(port); ready (GET /v2/health/ready) once warmed up at every batch size")
                 } else {
                     note("mila-infer serve: metrics on http://\(host):\(port)/metrics")
                 }
