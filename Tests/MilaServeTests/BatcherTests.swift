@@ -18,7 +18,7 @@ func image(_ value: Float, side: Int = 2, count: Int = 1) throws -> Tensor {
 
 func key(_ side: Int) -> BatchKey { BatchKey(height: side, width: side, outHeight: side, outWidth: side) }
 
-func echoBatcher(maxBatch: Int, delayMicroseconds: Int, maxQueue: Int = 64, timeout: Double = 60, log: BatchLog,
+func echoBatcher(maxBatch: Int, delayMicroseconds: Int, maxQueue: Int = 64, timeout: Double = 3600, log: BatchLog,
                  hold: DispatchSemaphore? = nil) -> Batcher {
     Batcher(maxBatch: maxBatch, maxDelayMicroseconds: delayMicroseconds, maxQueue: maxQueue, timeoutSeconds: timeout) { key, input in
         log.record(key, input.shape[0])
@@ -36,7 +36,8 @@ func logits(_ result: BatchResult) -> [Float] {
 @Suite("Batcher") struct BatcherTests {
     @Test func sameSizeRequestsShareABatchAndGetTheirOwnRows() async throws {
         let log = BatchLog()
-        let batcher = echoBatcher(maxBatch: 4, delayMicroseconds: 2_000_000, log: log)
+        // A delay far longer than any test: only a full batch can run, and it must run at once.
+        let batcher = echoBatcher(maxBatch: 4, delayMicroseconds: 600_000_000, log: log)
         batcher.start()
         let results = try await withThrowingTaskGroup(of: (Float, [Float]).self) { group in
             for v in [10, 20, 30] as [Float] { group.addTask { (v, logits(try await batcher.submit(key: key(2), input: try image(v)).0)) } }
@@ -44,13 +45,14 @@ func logits(_ result: BatchResult) -> [Float] {
             return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
         }
         #expect(results == [10: [10], 20: [20], 30: [30], 40: [40]])
-        #expect(log.batches.map(\.1) == [4], "one full batch of 4, no waiting for the 2 s delay: \(log.batches)")
+        #expect(log.batches.map(\.1) == [4], "one full batch of 4, no waiting for the delay: \(log.batches)")
         await batcher.shutdown()
     }
 
     @Test func differentSizesNeverMerge() async throws {
         let log = BatchLog()
-        let batcher = echoBatcher(maxBatch: 8, delayMicroseconds: 100_000, log: log)
+        // Two of each size fill a batch of 2; the long delay means nothing runs before that.
+        let batcher = echoBatcher(maxBatch: 2, delayMicroseconds: 600_000_000, log: log)
         batcher.start()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for side in [2, 3, 2, 3] { group.addTask { _ = try await batcher.submit(key: key(side), input: try image(1, side: side)) } }

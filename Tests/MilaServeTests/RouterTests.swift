@@ -74,6 +74,21 @@ func waitReady(_ client: some TestClientProtocol) async throws {
         }
     }
 
+    /// Before the batcher has started (and warmed up) the server is live but not ready, and
+    /// infer answers 503.
+    @Test func notReadyIs503() async throws {
+        let service = DigitsServer.service()
+        try await Application(router: InferenceRoutes.router(service)).test(.router) { client in
+            try await client.execute(uri: "/v2/health/live", method: .get) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/v2/health/ready", method: .get) { #expect($0.status == .serviceUnavailable) }
+            try await client.execute(uri: "/v2/models/digits/ready", method: .get) { #expect($0.status == .serviceUnavailable) }
+            let body = #"{"inputs":[{"name":"pixel_values","datatype":"FP32","shape":[1,3,1,1],"data":[0,0,0]}]}"#
+            try await client.execute(uri: "/v2/models/digits/infer", method: .post, body: ByteBuffer(string: body)) { r in
+                #expect(r.status == .serviceUnavailable && string(r.body) == #"{"error":"the server is not ready"}"#)
+            }
+        }
+    }
+
     @Test func inferJSONAndBinaryAndClassification() async throws {
         let service = DigitsServer.service()
         try await DigitsServer.app(service).test(.router) { client in
