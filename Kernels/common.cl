@@ -156,3 +156,14 @@ inline void mila_bilinear_tap(int dst, int inSize, int outSize, float scale, int
     *w0 = 1.0f - l1;
 }
 #pragma OPENCL FP_CONTRACT ON
+
+// One k of the 64 x 64 local-memory tiles of gemm_tiled and conv3x3_tiled: work-item (tx, ty)
+// of a 16 x 16 group adds a[r] * b[c] to its 4 x 4 outputs, rows ty + 16 i of the A slice's row
+// `a` and columns tx + 16 j of the B slice's row `b`.
+inline void mila_tile_4x4_step(__local const float* a, __local const float* b, int tx, int ty, float acc[4][4]) {
+    float av[4], bv[4];
+    for (int i = 0; i < 4; ++i) av[i] = a[ty + 16 * i];
+    for (int j = 0; j < 4; ++j) bv[j] = b[tx + 16 * j];
+    for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+}

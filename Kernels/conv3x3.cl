@@ -253,13 +253,7 @@ void conv3x3_tiled(const int H, const int W, const int Cin, const int Ho, const 
             Bs[bk][bn] = (kk < K && n < CoutP) ? WLOAD1((size_t)kk * CoutP + n, w) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (int kk = 0; kk < CT_K; ++kk) {
-            float a[4], bv[4];
-            for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
-            for (int j = 0; j < 4; ++j) bv[j] = Bs[kk][tx + 16 * j];
-            for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 4; ++j) acc[i][j] = fma(a[i], bv[j], acc[i][j]);
-        }
+        for (int kk = 0; kk < CT_K; ++kk) mila_tile_4x4_step(As[kk], Bs[kk], tx, ty, acc);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     for (int i = 0; i < 4; ++i) {

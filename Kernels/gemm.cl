@@ -125,13 +125,7 @@ void gemm_tiled(const int M, const int N, const int K, const int ldb,
             Bs[bk][bn] = (hk < K) ? WLOAD1((size_t)hk * ldb + n0 + bn, B) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (int kk = 0; kk < TILE_K; ++kk) {
-            float a[4], bv[4];
-            for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
-            for (int j = 0; j < 4; ++j) bv[j] = Bs[kk][tx + 16 * j];
-            for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 4; ++j) acc[i][j] = fma(a[i], bv[j], acc[i][j]);
-        }
+        for (int kk = 0; kk < TILE_K; ++kk) mila_tile_4x4_step(As[kk], Bs[kk], tx, ty, acc);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     for (int i = 0; i < 4; ++i) {
