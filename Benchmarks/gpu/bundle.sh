@@ -5,7 +5,7 @@
 # (the OpenCL ICD loader, CLBlast, libpng, libjpeg, libstdc++), in .build/gpu-bundle/. Kernels
 # and the embedded models are inside the binaries. The two binaries are ~120 MB (each links
 # Foundation and ICU's data), over what the device tool carries with the working tree (64 MiB in
-# all, the tree is ~41 MB), so the folder travels as .build/gpu-bundle.tar.xz (~21 MB):
+# all, the tree is ~41 MB), so the folder travels as .build/gpu-bundle.tar.xz (~25 MB; tree + tarball was 66.1 of 67.1 MB on 2026-12-06):
 #
 #   bash Benchmarks/gpu/bundle.sh        # here, then run Benchmarks/gpu/run.sh there, with
 #                                        # carry [".build/gpu-bundle.tar.xz"]
