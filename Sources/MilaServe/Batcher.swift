@@ -180,7 +180,7 @@ public final class Batcher: Service, @unchecked Sendable {
             guard let oldest = queue.first else {
                 metrics?.pending.set(to: 0)
                 condition.unlock()
-                fail(expired, InferenceError(.unavailable, "the request waited over \(timeoutSeconds) s in the queue (--request-timeout)"))
+                fail(expired, timedOut)
                 continue
             }
             var taken: [Int] = [], total = 0, more = false
@@ -197,7 +197,7 @@ public final class Batcher: Service, @unchecked Sendable {
             let delay = UInt64(maxDelayMicroseconds) * 1000
             if total < maxBatch && !more && waited < delay && !stopping {
                 condition.unlock()
-                fail(expired, InferenceError(.unavailable, "the request waited over \(timeoutSeconds) s in the queue (--request-timeout)"))
+                fail(expired, timedOut)
                 condition.lock()
                 if queue.first?.enqueued == oldest.enqueued {
                     _ = condition.wait(until: Date(timeIntervalSinceNow: Double(delay - waited) / 1e9))
@@ -210,9 +210,13 @@ public final class Batcher: Service, @unchecked Sendable {
             queue = queue.enumerated().filter { !takenSet.contains($0.offset) }.map(\.element)
             metrics?.pending.set(to: Double(queue.count))
             condition.unlock()
-            fail(expired, InferenceError(.unavailable, "the request waited over \(timeoutSeconds) s in the queue (--request-timeout)"))
+            fail(expired, timedOut)
             runBatch(jobs, total: total, started: now)
         }
+    }
+
+    private var timedOut: InferenceError {
+        InferenceError(.unavailable, "the request waited over \(timeoutSeconds) s in the queue (--request-timeout)")
     }
 
     private func fail(_ jobs: [Job], _ error: InferenceError) {

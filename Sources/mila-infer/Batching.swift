@@ -49,18 +49,17 @@ struct PrefetchingBatches<Item>: Sequence {
         private let condition = NSCondition()
         private var ready: [Int: Result<Item, Error>] = [:]
         private var position = 0
-        private var cancelled = false
 
         init(_ source: PrefetchingBatches) {
             self.source = source
+            // The decode thread runs through the whole list, at most two batches ahead of the
+            // consumer (the commands consume it all, or exit).
             let capacity = 2 * source.batchSize
             let thread = Thread { [self] in
                 for i in 0..<source.count {
                     condition.lock()
-                    while ready.count >= capacity && !cancelled { condition.wait() }
-                    let stop = cancelled
+                    while ready.count >= capacity { condition.wait() }
                     condition.unlock()
-                    if stop { return }
                     let result = Result { try source.prepare(i) }
                     condition.lock()
                     ready[i] = result
@@ -70,13 +69,6 @@ struct PrefetchingBatches<Item>: Sequence {
             }
             thread.name = "mila-decode"
             thread.start()
-        }
-
-        deinit {
-            condition.lock()
-            cancelled = true
-            condition.broadcast()
-            condition.unlock()
         }
 
         private func take(_ i: Int) -> Result<Item, Error> {

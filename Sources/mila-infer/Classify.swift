@@ -83,7 +83,6 @@ struct Classify: ParsableCommand {
                     failures += 1
                     note("mila-infer: \(error)")
                 }
-                var lines: [(Int, String)] = []
                 guard !batch.items.isEmpty else { continue }
                 if let saveInput {
                     for item in batch.items {
@@ -101,13 +100,12 @@ struct Classify: ParsableCommand {
                         let entries = ranked.map { ["index": $0.index, "label": labels[$0.index], "probability": $0.probability] as [String: Any] }
                         let object: [String: Any] = ["image": path, "top": entries]
                         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-                        lines.append((item.index, String(decoding: data, as: UTF8.self)))
+                        print(String(decoding: data, as: UTF8.self))
                     } else {
-                        lines.append((item.index, ([path] + ranked.map { String(format: "  %7.4f  ", $0.probability) + "\(labels[$0.index]) (\($0.index))" })
-                            .joined(separator: "\n")))
+                        print(path)
+                        for r in ranked { print(String(format: "  %7.4f  ", r.probability) + "\(labels[r.index]) (\(r.index))") }
                     }
                 }
-                for (_, line) in lines.sorted(by: { $0.0 < $1.0 }) { print(line) }
             }
             if failures > 0 { throw ExitCode(1) }
         }
