@@ -39,7 +39,7 @@ func json(_ b: ByteBuffer) throws -> [String: Any] { try JSONSerialization.jsonO
 
 /// Waits until the batcher has warmed up (the ready endpoint says 200).
 func waitReady(_ client: some TestClientProtocol) async throws {
-    for _ in 0..<600 {
+    for _ in 0..<6000 {  // up to 5 min: a cold kernel cache on PoCL, warming every batch size, beside other tests
         if try await client.execute(uri: "/v2/health/ready", method: .get).status == .ok { return }
         try await Task.sleep(for: .milliseconds(50))
     }
