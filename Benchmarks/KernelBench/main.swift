@@ -197,14 +197,17 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
             let x = try random([1, conv.h, conv.h, conv.cin]), w = try random([conv.cout, conv.cin, 3, 3], -0.3...0.3), b = try random([conv.cout])
             let key = "conv \(conv)"
             let ho = Shape.conv3x3Output(conv.h, stride: conv.stride)
-            for variant in KernelVariant.allCases {
+            // The CPU variant also as conv3x3_igemm (implicit GEMM) where it has 16+ input channels.
+            let runs: [(variant: KernelVariant, igemm: Bool?)] = KernelVariant.allCases.map { ($0, nil) }
+                + (conv.cin >= 16 ? [(KernelVariant.cpu, false), (KernelVariant.cpu, true)] : [])
+            for (variant, igemm) in runs {
                 let variantContext = contexts[variant]!
                 let input = try variantContext.upload(x)
-                let weights = try Conv3x3Weights(context: variantContext, weight: w, bias: b, depthwise: false)
+                let weights = try Conv3x3Weights(context: variantContext, weight: w, bias: b, depthwise: false, implicitGemm: igemm)
                 let output = try variantContext.empty([1, ho, ho, conv.cout])
                 cases.append(Case(
                     context: variantContext, family: "conv3x3", shape: "\(conv.name) \(conv.h)x\(conv.h)x\(conv.cin)->\(conv.cout) s\(conv.stride)",
-                    variant: variant.rawValue,
+                    variant: variant.rawValue + (igemm == nil ? "" : igemm! ? " igemm" : " direct"),
                     flops: Double(ho * ho * conv.cout) * 18 * Double(conv.cin), bytes: 4 * Double(conv.h * conv.h * conv.cin + ho * ho * conv.cout),
                     weight: conv.name == "conv2.x" ? 2 : 1,
                     run: { _ = try variantContext.conv3x3(input, weights, stride: conv.stride, activation: .relu, output: output) },
@@ -248,6 +251,14 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
                     } },
                     tolerance: 2e-5))
             }
+            // The bandwidth yardstick: the copy kernel (copy_vec16) over the input's bytes.
+            let copyInput = try context.upload(x)
+            let copyOutput = try context.empty(x.shape)
+            cases.append(Case(
+                context: context, family: "dwconv3x3", shape: "\(shape.h)x\(shape.h)x\(shape.c) copy of the input", variant: "copy",
+                flops: 0, bytes: 8 * Double(x.count), weight: shape.count,
+                run: { _ = try context.copy(copyInput, output: copyOutput) },
+                output: { try context.download(copyOutput) }, expected: { x }, tolerance: 0))
         }
     }
     if wanted("layernorm") {
@@ -432,7 +443,7 @@ func main() throws {
         let cases = try makeCases(context, contexts: contexts, resolution: resolution, references: references, only: options.only)
             .filter { c in options.variants.isEmpty || options.variants.contains { c.variant.contains($0) } }
         print(pad("op", 10) + pad("shape", 30) + pad("variant", 10) + lpad("ms", 10) + lpad("GFLOP/s", 10) + lpad("GB/s", 9) + lpad("max err", 10))
-        var totals: [String: (seconds: Double, flops: Double, weightedSeconds: Double, weightedFlops: Double)] = [:]
+        var totals: [String: (seconds: Double, flops: Double, bytes: Double, weightedSeconds: Double, weightedFlops: Double)] = [:]
         for c in cases {
             // Check first, then time.
             try c.run()
@@ -461,17 +472,18 @@ func main() throws {
                   + lpad(String(format: "%.1f", c.flops / ms * 1e-6), 10) + lpad(String(format: "%.1f", c.bytes / ms * 1e-6), 9)
                   + lpad(String(format: "%.1e", error), 10))
             let key = "\(c.family) \(c.variant)"
-            var total = totals[key] ?? (0, 0, 0, 0)
+            var total = totals[key] ?? (0, 0, 0, 0, 0)
             total.seconds += ms / 1e3
             total.flops += c.flops
+            total.bytes += c.bytes
             total.weightedSeconds += ms / 1e3 * Double(max(c.weight, 1))
             total.weightedFlops += c.flops * Double(max(c.weight, 1))
             totals[key] = total
         }
-        print("\naggregate (distinct shapes, sum of FLOPs / sum of median times; per forward = weighted by occurrences in MLLA-T):")
+        print("\naggregate (distinct shapes, sum of FLOPs or bytes / sum of median times; per forward = weighted by occurrences in MLLA-T):")
         for (key, total) in totals.sorted(by: { $0.key < $1.key }) {
-            print("  " + pad(key, 24) + String(format: "%8.2f ms  %7.1f GFLOP/s   per forward %8.2f ms  %7.1f GFLOP/s",
-                                               total.seconds * 1e3, total.flops / total.seconds * 1e-9,
+            print("  " + pad(key, 24) + String(format: "%8.2f ms  %7.1f GFLOP/s %6.1f GB/s   per forward %8.2f ms  %7.1f GFLOP/s",
+                                               total.seconds * 1e3, total.flops / total.seconds * 1e-9, total.bytes / total.seconds * 1e-9,
                                                total.weightedSeconds * 1e3, total.weightedFlops / total.weightedSeconds * 1e-9))
         }
     }

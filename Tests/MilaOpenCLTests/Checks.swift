@@ -123,6 +123,13 @@ func checkActivation(_ context: CLContext, _ activation: Activation, count: Int,
     expectElementsClose(try context.download(y), expected, ElementTolerances.activation, label)
 }
 
+func checkCopy(_ context: CLContext, count: Int) throws {
+    let label = "copy n=\(count)"
+    let x = try random([count], label)
+    let y = try context.copy(try context.upload(x))
+    expectClose(try context.download(y), x, Tolerances.exact, label)
+}
+
 func checkPad(_ context: CLContext, shape: [Int], height: Int, width: Int) throws {
     let label = "pad \(shape) -> \(height)x\(width)"
     let x = try random(shape, label)

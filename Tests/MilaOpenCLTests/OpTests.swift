@@ -247,6 +247,13 @@ import Testing
     }
 
     @Test(arguments: KernelTarget.hardware)
+    func copy(target: KernelTarget) throws {
+        let context = try target.context()
+        for count in [1, 15, 16, 17, 4099] { try checkCopy(context, count: count) }
+        #expect(throws: MilaError.self) { try context.copy(try context.upload(try Tensor(zeros: [3])), output: try context.empty([2])) }
+    }
+
+    @Test(arguments: KernelTarget.hardware)
     func pad(target: KernelTarget) throws {
         let context = try target.context()
         try checkPad(context, shape: [1, 3, 5, 7], height: 4, width: 6)

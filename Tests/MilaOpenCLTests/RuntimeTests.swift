@@ -188,6 +188,7 @@ import Testing
                                                        bidirectional: false, normalize: false, pattern: .adversarial) }),
         "eltwise_binary": (.cpu, { try checkElementwise($0, shape: [5], op: .multiply) }),
         "eltwise_activation": (.cpu, { try checkActivation($0, .gelu, count: 7, range: -3...3) }),
+        "copy_vec16": (.cpu, { try checkCopy($0, count: 21) }),
         "pad_bottom_right": (.cpu, { try checkPad($0, shape: [1, 1, 2, 3], height: 2, width: 3) }),
         "conv3x3_igemm": (.cpu, { try checkConv($0, ConvCase(height: 3, width: 5, inChannels: 64, outChannels: 20, stride: 1), implicitGemm: true) }),
         "resize_bilinear": (.cpu, { try checkResize($0, ResizeCase(height: 3, width: 2, channels: 3, outHeight: 5, outWidth: 4)) }),

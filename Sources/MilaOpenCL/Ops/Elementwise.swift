@@ -20,6 +20,18 @@ extension CLContext {
         return y
     }
 
+    /// A copy of x, 16 floats per work-item (copy_vec16): the memory-bandwidth yardstick that the
+    /// benchmarks hold memory-bound kernels against.
+    public func copy(_ x: DeviceTensor, output: DeviceTensor? = nil) throws -> DeviceTensor {
+        let y = try output ?? empty(x.shape)
+        guard y.count == x.count else {
+            throw MilaError.shapeMismatch(op: "copy", tensor: "output", expected: Shape.describe(x.shape), actual: y.shape)
+        }
+        try launch(try kernel(.eltwise, "copy_vec16"), global: [ceilDiv(x.count, 16)],
+                   arguments: [.int(Int32(x.count)), .buffer(x.buffer), .buffer(y.buffer)])
+        return y
+    }
+
     /// Zero-pads (B, H, W, C) at the bottom and right to (B, height, width, C).
     public func padBottomRight(_ x: DeviceTensor, height: Int, width: Int, output: DeviceTensor? = nil) throws -> DeviceTensor {
         let spec = try PadSpec(input: x.shape, height: height, width: width)
