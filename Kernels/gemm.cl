@@ -62,40 +62,80 @@ inline void gemm_store1(float v, int row, int col, int N, __global const float* 
 
 #define GEMM_ROW_STORE(row, c0, c1, c2, c3) \
     if ((row) < M) { \
-        gemm_store16(c0, (row), n0, N, bias, mul, res, Y, act, flags); \
-        gemm_store16(c1, (row), n0 + 16, N, bias, mul, res, Y, act, flags); \
-        gemm_store16(c2, (row), n0 + 32, N, bias, mul, res, Y, act, flags); \
-        gemm_store16(c3, (row), n0 + 48, N, bias, mul, res, Y, act, flags); \
+        if (last) { \
+            gemm_store16(c0, (row), n0, N, bias, mul, res, Y, act, flags); \
+            gemm_store16(c1, (row), n0 + 16, N, bias, mul, res, Y, act, flags); \
+            gemm_store16(c2, (row), n0 + 32, N, bias, mul, res, Y, act, flags); \
+            gemm_store16(c3, (row), n0 + 48, N, bias, mul, res, Y, act, flags); \
+        } else { \
+            gemm_store16(c0, (row), n0, N, bias, mul, res, Y, ACT_NONE, 0); \
+            gemm_store16(c1, (row), n0 + 16, N, bias, mul, res, Y, ACT_NONE, 0); \
+            gemm_store16(c2, (row), n0 + 32, N, bias, mul, res, Y, ACT_NONE, 0); \
+            gemm_store16(c3, (row), n0 + 48, N, bias, mul, res, Y, ACT_NONE, 0); \
+        } \
     }
+
+// The partial sums of an earlier K panel (16 columns from col; zeros past N).
+inline float16 gemm_load16(int row, int col, int N, __global const float* Y) {
+    const size_t o = (size_t)row * N + col;
+    if (col + 16 <= N) return vload16(0, Y + o);
+    float lanes[16];
+    for (int j = 0; j < 16; ++j) lanes[j] = col + j < N ? Y[o + j] : 0.0f;
+    return vload16(0, lanes);
+}
+
+#define GEMM_ROW_LOAD(row, c0, c1, c2, c3) \
+    if ((row) < M) { \
+        c0 = gemm_load16((row), n0, N, Y); c1 = gemm_load16((row), n0 + 16, N, Y); \
+        c2 = gemm_load16((row), n0 + 32, N, Y); c3 = gemm_load16((row), n0 + 48, N, Y); \
+    }
+
+#ifndef ROW_TILES
+#define ROW_TILES 1
+#endif
 
 __kernel void gemm_reg(const int M, const int N, const int K, const int ldb,
                        __global const float* A, __global const weight_t* B, __global const float* bias,
                        __global const float* mul, __global const float* res, __global float* Y,
-                       const int act, const int flags, const int rowsFirst) {
+                       const int act, const int flags, const int rowsFirst, const int kBegin, const int kEnd) {
     // rowsFirst: dim 0 walks row tiles, so consecutive work-items share one B panel (used when
     // B is the larger operand, N > M); otherwise dim 0 walks column tiles and they share A rows.
+    // Each work-item computes ROW_TILES consecutive 4 x 64 tiles with one B panel (held in L1
+    // across them), over K rows kBegin..kEnd: a panel after the first adds to the partial sums
+    // in Y, and only the last (kEnd == K) applies the epilogue.
     const int g0 = get_global_id(0), g1 = get_global_id(1);
     const int n0 = (rowsFirst ? g1 : g0) * 64;
-    const int m0 = (rowsFirst ? g0 : g1) * 4;
-    if (n0 >= N || m0 >= M) return;
-    __global const float* a0 = A + (size_t)m0 * K;
-    __global const float* a1 = A + (size_t)min(m0 + 1, M - 1) * K;
-    __global const float* a2 = A + (size_t)min(m0 + 2, M - 1) * K;
-    __global const float* a3 = A + (size_t)min(m0 + 3, M - 1) * K;
-    float16 c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-    float16 c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
-    __global const weight_t* b = B + n0;
-    for (int k = 0; k < K; ++k, b += ldb) {
-        const float16 b0 = WLOAD16(0, b), b1 = WLOAD16(1, b), b2 = WLOAD16(2, b), b3 = WLOAD16(3, b);
-        GEMM_ROW_FMA(a0[k], c00, c01, c02, c03)
-        GEMM_ROW_FMA(a1[k], c10, c11, c12, c13)
-        GEMM_ROW_FMA(a2[k], c20, c21, c22, c23)
-        GEMM_ROW_FMA(a3[k], c30, c31, c32, c33)
+    const int mBase = (rowsFirst ? g0 : g1) * (4 * ROW_TILES);
+    if (n0 >= N) return;
+    const int last = kEnd == K;
+    for (int t = 0; t < ROW_TILES; ++t) {
+        const int m0 = mBase + 4 * t;
+        if (m0 >= M) return;
+        __global const float* a0 = A + (size_t)m0 * K;
+        __global const float* a1 = A + (size_t)min(m0 + 1, M - 1) * K;
+        __global const float* a2 = A + (size_t)min(m0 + 2, M - 1) * K;
+        __global const float* a3 = A + (size_t)min(m0 + 3, M - 1) * K;
+        float16 c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float16 c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        if (kBegin > 0) {
+            GEMM_ROW_LOAD(m0, c00, c01, c02, c03)
+            GEMM_ROW_LOAD(m0 + 1, c10, c11, c12, c13)
+            GEMM_ROW_LOAD(m0 + 2, c20, c21, c22, c23)
+            GEMM_ROW_LOAD(m0 + 3, c30, c31, c32, c33)
+        }
+        __global const weight_t* b = B + (size_t)kBegin * ldb + n0;
+        for (int k = kBegin; k < kEnd; ++k, b += ldb) {
+            const float16 b0 = WLOAD16(0, b), b1 = WLOAD16(1, b), b2 = WLOAD16(2, b), b3 = WLOAD16(3, b);
+            GEMM_ROW_FMA(a0[k], c00, c01, c02, c03)
+            GEMM_ROW_FMA(a1[k], c10, c11, c12, c13)
+            GEMM_ROW_FMA(a2[k], c20, c21, c22, c23)
+            GEMM_ROW_FMA(a3[k], c30, c31, c32, c33)
+        }
+        GEMM_ROW_STORE(m0, c00, c01, c02, c03)
+        GEMM_ROW_STORE(m0 + 1, c10, c11, c12, c13)
+        GEMM_ROW_STORE(m0 + 2, c20, c21, c22, c23)
+        GEMM_ROW_STORE(m0 + 3, c30, c31, c32, c33)
     }
-    GEMM_ROW_STORE(m0, c00, c01, c02, c03)
-    GEMM_ROW_STORE(m0 + 1, c10, c11, c12, c13)
-    GEMM_ROW_STORE(m0 + 2, c20, c21, c22, c23)
-    GEMM_ROW_STORE(m0 + 3, c30, c31, c32, c33)
 }
 
 #define TILE 64

@@ -53,7 +53,10 @@ public final class Engine: @unchecked Sendable {
             throw ModelError.config("give --model PATH or --arch NAME")
         }
         switch kind {
-        case .opencl: backend = try CLBackend(context: try CLContext(selector: device, variant: variant), weights: weights, precision: precision)
+        case .opencl:
+            let context = try CLContext(selector: device, variant: variant)
+            GemmTuner.prepare(context, progress: { FileHandle.standardError.write(Data("mila: \($0)\n".utf8)) })
+            backend = try CLBackend(context: context, weights: weights, precision: precision)
         case .reference: backend = ReferenceBackend(weights: weights, precision: precision)
         }
     }

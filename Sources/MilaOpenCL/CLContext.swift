@@ -39,6 +39,7 @@ public final class CLContext: @unchecked Sendable {
     private var recordedEvents: [(name: String, tag: Int, event: CLEvent)]?
     private var tag = -1
     private var clblastFailure: String?
+    private var gemmTuningValue: GemmTuning?
 
     /// Why CLBlast's SGEMM failed on this device, once it has: the default GEMM provider then
     /// falls back to gemm_tiled for the context's life.
@@ -54,6 +55,22 @@ public final class CLContext: @unchecked Sendable {
         guard clblastFailure == nil else { return }
         clblastFailure = "\(error)"
         FileHandle.standardError.write(Data("mila: CLBlast failed on \(device.name) (\(error)); GEMMs run on gemm_tiled from now on\n".utf8))
+    }
+
+    /// How gemm_reg splits its work here: what `useGemmTuning` set (the engine's tuning pass),
+    /// else `GemmTuning.defaults`; `MILA_GEMM_ROW_TILES` and `MILA_GEMM_PANEL_K` override either.
+    public var gemmTuning: GemmTuning {
+        lock.lock(); defer { lock.unlock() }
+        var tuning = gemmTuningValue ?? .defaults
+        let environment = ProcessInfo.processInfo.environment
+        if let raw = environment["MILA_GEMM_ROW_TILES"], let value = Int(raw), [1, 2, 4, 8].contains(value) { tuning.rowTiles = value }
+        if let raw = environment["MILA_GEMM_PANEL_K"], let value = Int(raw), value >= 16 { tuning.panelRows = value }
+        return tuning
+    }
+
+    public func useGemmTuning(_ tuning: GemmTuning?) {
+        lock.lock(); defer { lock.unlock() }
+        gemmTuningValue = tuning
     }
 
     /// Opens `device` (or the one `CLDiscovery.select` picks for `selector`).

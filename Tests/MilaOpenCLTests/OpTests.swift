@@ -49,6 +49,65 @@ import Testing
         try checkGemm(context, Self.cases[1], provider: .clblast)
     }
 
+    /// gemm_reg's work splits (several 4 x 64 tiles per work-item, K in panels through the
+    /// output) against the reference, and bit for bit against the unsplit kernel: the sum
+    /// order over K is the same, and a partial sum round-trips float32 exactly. An in-place
+    /// residual (output = residual) runs in one panel and is still right. Fresh contexts, so
+    /// the shared ones keep their tuning.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func registerKernelSplits(_ implementation: Implementation) throws {
+        let plain = try CLContext(device: implementation.device!, variant: .cpu)
+        plain.useGemmTuning(GemmTuning(rowTiles: 1, panelRows: 1 << 20, rowTilesMaxDepth: 1 << 20))
+        let splits = [GemmTuning(rowTiles: 2, panelRows: 16, rowTilesMaxDepth: 1 << 20),
+                      GemmTuning(rowTiles: 4, panelRows: 48, rowTilesMaxDepth: 300),
+                      GemmTuning(rowTiles: 8, panelRows: 1000, rowTilesMaxDepth: 64)]
+        for tuning in splits {
+            let context = try CLContext(device: implementation.device!, variant: .cpu)
+            context.useGemmTuning(tuning)
+            for c in Self.cases + [GemmCase(m: 3137, k: 64, n: 70, activation: .gelu, residual: true)] {
+                try checkGemm(context, c, provider: .register)
+                let x = try random([c.m, c.k], "split x"), w = try random([c.n, c.k], "split w", in: -0.5...0.5)
+                let b = try random([c.n], "split b"), r = try random([c.m, c.n], "split r")
+                func run(_ on: CLContext) throws -> [Float] {
+                    let weights = try GemmWeights(context: on, weight: w, bias: b)
+                    return try on.download(try on.gemm(try on.upload(x), weights, activation: c.activation,
+                                                       residual: try on.upload(r), provider: .register)).data
+                }
+                #expect(try run(context) == run(plain), "\(c.testDescription) with \(tuning)")
+            }
+            let c = GemmCase(m: 33, k: 300, n: 65, residual: true)
+            let x = try random([c.m, c.k], "in place x"), w = try random([c.n, c.k], "in place w"), r = try random([c.m, c.n], "in place r")
+            let expected = try Reference.gemm(x, weight: w, bias: nil, activation: .none, residual: r)
+            let inPlace = try context.upload(r)
+            _ = try context.gemm(try context.upload(x), try GemmWeights(context: context, weight: w, bias: nil), residual: inPlace,
+                                 provider: .register, output: inPlace)
+            expectClose(try context.download(inPlace), expected, Tolerances.accumulation, "in-place residual with \(tuning)")
+        }
+    }
+
+    /// The tuning pass writes its choice beside the kernel binaries and a later context reads
+    /// it back instead of timing again (shown by planting a choice no timing would make).
+    @Test(.enabled(if: Implementation.pocl.isPresent, Implementation.pocl.missing))
+    func tuningIsCachedPerDevice() throws {
+        guard ProcessInfo.processInfo.environment[GemmTuner.environmentVariable] == nil else { return }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("mila-tuning-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let cache = ProgramDiskCache(folder: folder)
+        let first = try CLContext(device: Implementation.pocl.device!, variant: .cpu)
+        let tuned = GemmTuner.prepare(first, cache: cache)
+        #expect(first.gemmTuning == tuned)
+        #expect(GemmTuner.rowTileCandidates.contains(tuned.rowTiles) && GemmTuner.panelCandidates.contains(tuned.panelRows))
+        let file = GemmTuner.cacheFile(for: first, in: cache)
+        #expect(try JSONDecoder().decode(GemmTuning.self, from: Data(contentsOf: file)) == tuned)
+        let planted = GemmTuning(rowTiles: 8, panelRows: 777, rowTilesMaxDepth: 99)
+        try JSONEncoder().encode(planted).write(to: file)
+        let second = try CLContext(device: Implementation.pocl.device!, variant: .cpu)
+        #expect(GemmTuner.prepare(second, cache: cache) == planted)
+        #expect(second.gemmTuning == planted)
+        let gpu = try CLContext(device: Implementation.pocl.device!, variant: .gpu)
+        #expect(GemmTuner.prepare(gpu, cache: cache) == .defaults, "gemm_reg is the CPU kernel: no tuning on the GPU variant")
+    }
+
     @Test func rejectsMismatchedShapes() throws {
         let context = try TestDevice.context()
         let weights = try GemmWeights(context: context, weight: try Tensor(zeros: [4, 6]), bias: nil)

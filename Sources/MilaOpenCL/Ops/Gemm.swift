@@ -92,12 +92,20 @@ extension CLContext {
         let defines = weights.precision.kernelDefines
         switch chosen {
         case .register:
-            let kernel = try self.kernel(.gemm, "gemm_reg", defines: defines)
-            let tiles = [ceilDiv(spec.outFeatures, 64), ceilDiv(spec.rows, 4)]
+            let plan = gemmTuning.plan(rows: spec.rows, columns: spec.outFeatures, depth: spec.inFeatures, computeUnits: device.computeUnits)
+            let kernel = try self.kernel(.gemm, "gemm_reg", defines: defines + ["ROW_TILES=\(plan.rowTiles)"])
+            let tiles = [ceilDiv(spec.outFeatures, 64), ceilDiv(spec.rows, 4 * plan.rowTiles)]
             let rowsFirst = spec.outFeatures > spec.rows
-            try launch(kernel, global: rowsFirst ? tiles.reversed() : tiles, local: [1, 1],
-                       arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
-                           + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue), .int(rowsFirst ? 1 : 0)])
+            // K panels accumulate their partial sums in y, so y must not also be read by the
+            // epilogue (an in-place residual or multiply): then K runs in one panel.
+            let aliased = residual?.buffer === y.buffer || multiply?.buffer === y.buffer
+            let step = aliased ? spec.inFeatures : plan.panelRows
+            for begin in Swift.stride(from: 0, to: spec.inFeatures, by: step) {
+                try launch(kernel, global: rowsFirst ? tiles.reversed() : tiles, local: [1, 1],
+                           arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
+                               + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue), .int(rowsFirst ? 1 : 0),
+                                             .int(Int32(begin)), .int(Int32(min(begin + step, spec.inFeatures)))])
+            }
         case .tiled:
             let kernel = try self.kernel(.gemm, "gemm_tiled", defines: defines)
             try launch(kernel, global: [16 * ceilDiv(spec.outFeatures, 64), 16 * ceilDiv(spec.rows, 64)], local: [16, 16],
@@ -134,5 +142,33 @@ extension CLContext {
             throw CLError(call: "CLBlastSgemm", status: status.rawValue,
                           context: "M=\(m) N=\(n) K=\(k); CLBlast status \(status.rawValue)")
         }
+    }
+}
+
+/// How gemm_reg splits its work on a device: `rowTiles` 4 x 64 tiles per work-item (one B panel
+/// reused across them; fewer, longer work-items where K is short) and `panelRows` K rows per
+/// launch (a panel of panelRows x 64 weights per work-item that stays in cache; partial sums
+/// go through the output). Chosen per device by `GemmTuning.tune` (cached beside the kernel
+/// binaries), else the defaults.
+public struct GemmTuning: Codable, Equatable, Sendable {
+    public var rowTiles: Int
+    public var panelRows: Int
+    /// Row tiles only for K up to this depth (longer K amortises a work-item's start already).
+    public var rowTilesMaxDepth: Int
+
+    public static let defaults = GemmTuning(rowTiles: 1, panelRows: 1024, rowTilesMaxDepth: 256)
+
+    public init(rowTiles: Int, panelRows: Int, rowTilesMaxDepth: Int) {
+        self.rowTiles = rowTiles
+        self.panelRows = panelRows
+        self.rowTilesMaxDepth = rowTilesMaxDepth
+    }
+
+    /// The launch shape for one GEMM: row tiles where K is short, halved until every compute
+    /// unit has at least 8 work-items (stage 3 at 224 has 49 rows).
+    func plan(rows: Int, columns: Int, depth: Int, computeUnits: Int) -> (rowTiles: Int, panelRows: Int) {
+        var tiles = depth <= rowTilesMaxDepth ? rowTiles : 1
+        while tiles > 1 && ceilDiv(columns, 64) * ceilDiv(rows, 4 * tiles) < 8 * max(1, computeUnits) { tiles /= 2 }
+        return (max(1, tiles), max(16, panelRows))
     }
 }

@@ -1,0 +1,102 @@
+import Foundation
+import MilaCore
+import MilaKernels
+
+/// The per-device tuning pass of gemm_reg: times each candidate split of the work on a few
+/// model-like shapes and keeps the fastest. Runs once per (device, driver, gemm.cl source) on
+/// first use and is cached beside the kernel binaries (`ProgramDiskCache`'s folder, keyed the
+/// same way), so later processes load it in microseconds. `MILA_GEMM_TUNING=0` turns it off
+/// (the defaults run); `MILA_GEMM_TUNING=retune` times again and overwrites the cache.
+public enum GemmTuner {
+    public static let environmentVariable = "MILA_GEMM_TUNING"
+    static let version = "gemm-tuning-v1"
+
+    /// Shapes (M, K, N) standing for the model's GEMMs: short K (stage 1 at 224 and every size
+    /// above it), medium K, small M (stage 4), and one K long enough to need panels (the UperNet
+    /// head's convs as GEMMs). About 0.1 GFLOP each, so the whole pass stays near a second.
+    static let shapes: [(m: Int, k: Int, n: Int)] = [(3136, 64, 256), (784, 128, 512), (49, 512, 2048), (256, 4608, 64)]
+    public static let rowTileCandidates = [1, 2, 4]
+    public static let panelCandidates = [512, 1024, 2048]
+
+    /// The tuning for `context`: cached, else timed now (and cached), else the defaults when
+    /// tuning is off, the device is not a CPU-variant one (gemm_reg is the CPU kernel), or the
+    /// pass fails (said on stderr; the engine still runs).
+    @discardableResult
+    public static func prepare(_ context: CLContext, cache: ProgramDiskCache? = ProgramDiskCache.fromEnvironment(),
+                               progress: ((String) -> Void)? = nil) -> GemmTuning {
+        let mode = ProcessInfo.processInfo.environment[environmentVariable]?.lowercased()
+        guard context.variant == .cpu, mode != "0", mode != "off" else { return context.gemmTuning }
+        let file = cache.map { cacheFile(for: context, in: $0) }
+        if mode != "retune", let file, let data = FileManager.default.contents(atPath: file.path),
+           let tuning = try? JSONDecoder().decode(GemmTuning.self, from: data) {
+            context.useGemmTuning(tuning)
+            return tuning
+        }
+        do {
+            progress?("tuning gemm_reg for \(context.device.name) (once per device and driver; cached)")
+            let tuning = try measure(context)
+            context.useGemmTuning(tuning)
+            if let file, let data = try? JSONEncoder().encode(tuning) {
+                try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+                let temporary = file.appendingPathExtension("tmp-\(getpid())")
+                if (try? data.write(to: temporary)) != nil, rename(temporary.path, file.path) != 0 {
+                    try? FileManager.default.removeItem(at: temporary)
+                }
+            }
+            return tuning
+        } catch {
+            FileHandle.standardError.write(Data("mila: GEMM tuning failed on \(context.device.name) (\(error)); using the defaults\n".utf8))
+            context.useGemmTuning(nil)
+            return context.gemmTuning
+        }
+    }
+
+    /// `<cache folder>/gemm-tuning-<key>.json`, the key built like the kernel binaries' (device
+    /// name, driver version, gemm.cl's text, the tuning version).
+    public static func cacheFile(for context: CLContext, in cache: ProgramDiskCache) -> URL {
+        let source = (try? KernelSource.common.text() + KernelSource.gemm.text()) ?? ""
+        let key = ProgramDiskCache.key(deviceName: context.device.name, driverVersion: context.device.driverVersion,
+                                       source: source, options: version)
+        return cache.folder.appendingPathComponent("gemm-tuning-" + key.map { String(format: "%02x", $0) }.joined() + ".json")
+    }
+
+    /// Times every candidate: row tiles on the short-K shapes, then the panel depth on the
+    /// long-K one; each the median of 5 device-timed runs after a warm-up.
+    public static func measure(_ context: CLContext) throws -> GemmTuning {
+        let cases = try shapes.enumerated().map { index, shape -> (x: DeviceTensor, w: GemmWeights, y: DeviceTensor, k: Int) in
+            let x = try Tensor(randomUniform: [shape.m, shape.k], seed: UInt64(2 * index))
+            let w = try Tensor(randomUniform: [shape.n, shape.k], seed: UInt64(2 * index + 1))
+            let weights = try GemmWeights(context: context, weight: w, bias: nil)
+            return (try context.upload(x), weights, try context.empty([shape.m, shape.n]), shape.k)
+        }
+        func time(_ tuning: GemmTuning, _ selected: [Int]) throws -> Double {
+            context.useGemmTuning(tuning)
+            var total = 0.0
+            for index in selected {
+                let c = cases[index]
+                _ = try context.gemm(c.x, c.w, provider: .register, output: c.y)  // warm-up (and build)
+                var samples: [Double] = []
+                for _ in 0..<5 { samples.append(try context.deviceTime { _ = try context.gemm(c.x, c.w, provider: .register, output: c.y) }) }
+                total += samples.sorted()[2]
+            }
+            return total
+        }
+        var best = GemmTuning.defaults
+        let shortK = cases.indices.filter { cases[$0].k <= best.rowTilesMaxDepth }
+        var bestTime = Double.infinity
+        for rowTiles in rowTileCandidates {
+            let candidate = GemmTuning(rowTiles: rowTiles, panelRows: best.panelRows, rowTilesMaxDepth: best.rowTilesMaxDepth)
+            let t = try time(candidate, shortK)
+            if t < bestTime { (best, bestTime) = (candidate, t) }
+        }
+        let longK = cases.indices.filter { cases[$0].k > 2048 }
+        bestTime = .infinity
+        var bestPanel = best.panelRows
+        for panel in panelCandidates {
+            let t = try time(GemmTuning(rowTiles: best.rowTiles, panelRows: panel, rowTilesMaxDepth: best.rowTilesMaxDepth), longK)
+            if t < bestTime { (bestPanel, bestTime) = (panel, t) }
+        }
+        best.panelRows = bestPanel
+        return best
+    }
+}
