@@ -63,6 +63,12 @@ final class BufferPool {
     }
 
     func drain() { free.removeAll() }
+
+    /// Takes `buffers` out of the free lists, so no later `acquire` hands them out (a recorded
+    /// forward keeps using its temporaries; see `CLContext.record`).
+    func withdraw(_ buffers: Set<ObjectIdentifier>) {
+        for (count, list) in free { free[count] = list.filter { !buffers.contains(ObjectIdentifier($0)) } }
+    }
 }
 
 /// A finished or pending command's event; with the queue's profiling on it reports device time.

@@ -12,10 +12,39 @@ public enum KernelArgument {
     case local(bytes: Int)
 }
 
+/// The kernel launches of one `CLContext.record` call (see there).
+public final class LaunchRecording: @unchecked Sendable {
+    struct Launch {
+        let kernel: CLKernel
+        let global: [Int]
+        let local: [Int]?
+        let arguments: [KernelArgument]
+        let tag: Int
+    }
+    var launches: [Launch] = []
+    /// False when the recorded work enqueued anything but kernel launches.
+    public internal(set) var isComplete = true
+    public var count: Int { launches.count }
+    /// The recorded kernels' names, in launch order.
+    public var kernelNames: [String] { launches.map(\.kernel.name) }
+    /// Every buffer the recorded launches read or write.
+    public var buffers: [CLBuffer] {
+        var seen = Set<ObjectIdentifier>()
+        return launches.flatMap { launch in
+            launch.arguments.compactMap { argument -> CLBuffer? in
+                if case let .buffer(buffer) = argument, seen.insert(ObjectIdentifier(buffer)).inserted { return buffer }
+                return nil
+            }
+        }
+    }
+}
+
 /// A compiled kernel entry point of one program.
 public final class CLKernel: @unchecked Sendable {
     let kernel: cl_kernel
     public let name: String
+    /// Set at its first launch (for `launchedKernelNames`), under the context's lock.
+    var launched = false
     init(_ kernel: cl_kernel, name: String) { self.kernel = kernel; self.name = name }
     deinit { clReleaseKernel(kernel) }
 }
@@ -40,6 +69,7 @@ public final class CLContext: @unchecked Sendable {
     private var tag = -1
     private var clblastFailure: String?
     private var gemmTuningValue: GemmTuning?
+    private var recording: LaunchRecording?
 
     /// Why CLBlast's SGEMM failed on this device, once it has: the default GEMM provider then
     /// falls back to gemm_tiled for the context's life.
@@ -177,6 +207,7 @@ public final class CLContext: @unchecked Sendable {
         guard !halfBits.isEmpty else { return buffer }
         lock.lock(); defer { lock.unlock() }
         try halfBits.withUnsafeBytes { raw in
+            recording?.isComplete = false
             try CLError.check(clEnqueueWriteBuffer(queue, buffer.mem, cl_bool(CL_TRUE), 0, raw.count, raw.baseAddress, 0, nil, nil),
                               "clEnqueueWriteBuffer")
         }
@@ -191,6 +222,7 @@ public final class CLContext: @unchecked Sendable {
         guard !values.isEmpty else { return }
         lock.lock(); defer { lock.unlock() }
         try values.withUnsafeBytes { raw in
+            recording?.isComplete = false
             try CLError.check(clEnqueueWriteBuffer(queue, buffer.mem, cl_bool(CL_TRUE), offset * 4, raw.count, raw.baseAddress, 0, nil, nil),
                               "clEnqueueWriteBuffer")
         }
@@ -205,6 +237,7 @@ public final class CLContext: @unchecked Sendable {
         var values = [Float](repeating: 0, count: n)
         lock.lock(); defer { lock.unlock() }
         try values.withUnsafeMutableBytes { raw in
+            recording?.isComplete = false
             try CLError.check(clEnqueueReadBuffer(queue, buffer.mem, cl_bool(CL_TRUE), 0, raw.count, raw.baseAddress, 0, nil, nil),
                               "clEnqueueReadBuffer")
         }
@@ -395,10 +428,68 @@ public final class CLContext: @unchecked Sendable {
             }
         }
         try CLError.check(status, "clEnqueueNDRangeKernel", context: "\(kernel.name) global \(globalSize) local \(local.map { "\($0)" } ?? "auto")")
-        launched.insert(kernel.name)
+        recording?.launches.append(.init(kernel: kernel, global: global, local: local, arguments: arguments, tag: tag))
+        if !kernel.launched {
+            kernel.launched = true
+            launched.insert(kernel.name)
+        }
         let wrapped = event.map(CLEvent.init)
         if let wrapped { recordEvents(wrapped, name: kernel.name) }
         return wrapped
+    }
+
+    // MARK: Recorded launches
+
+    /// Runs `body` and returns the kernel launches it made, in order, with their arguments,
+    /// sizes and launch tags. The recording is complete only if `body` enqueued nothing but
+    /// kernel launches (a write, a read or a CLBlast call inside it makes it incomplete: such
+    /// a forward does host work that a replay would skip); `unrecorded` runs work that is not
+    /// part of it (the per-run input upload).
+    public func record(_ body: () throws -> Void) throws -> LaunchRecording {
+        lock.lock(); defer { lock.unlock() }
+        let made = LaunchRecording()
+        let outer = recording
+        recording = made
+        defer { recording = outer }
+        try body()
+        // The forward's temporaries went back to the pool as its ops finished; a replay writes
+        // them again, so nothing else may be handed them from now on (a weight or table
+        // uploaded later into one would be overwritten). The recording's arguments keep them.
+        var used = Set<ObjectIdentifier>()
+        for launch in made.launches {
+            for case let .buffer(buffer) in launch.arguments { used.insert(ObjectIdentifier(buffer)) }
+        }
+        pool.withdraw(used)
+        return made
+    }
+
+    /// Runs `body` outside the current recording.
+    public func unrecorded<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock(); defer { lock.unlock() }
+        let outer = recording
+        recording = nil
+        defer { recording = outer }
+        return try body()
+    }
+
+    /// Marks the current recording incomplete (for enqueues made outside `launch`, e.g. CLBlast).
+    func noteUnrecordableWork() {
+        lock.lock(); defer { lock.unlock() }
+        recording?.isComplete = false
+    }
+
+    /// Enqueues a complete recording's launches again, each with its recorded arguments and tag:
+    /// the same forward without the host work of building it (graph walk, weight and kernel
+    /// look-ups), a few microseconds a launch.
+    public func replay(_ recorded: LaunchRecording) throws {
+        precondition(recorded.isComplete, "replay of an incomplete recording")
+        lock.lock(); defer { lock.unlock() }
+        let outerTag = tag
+        defer { tag = outerTag }
+        for launch in recorded.launches {
+            tag = launch.tag
+            _ = try self.launch(launch.kernel, global: launch.global, local: launch.local, arguments: launch.arguments)
+        }
     }
 
     func recordEvents(_ event: CLEvent, name: String) {

@@ -12,6 +12,37 @@ import Testing
         #expect(CLError.name(of: -9999) == "CL_UNKNOWN_ERROR(-9999)")
     }
 
+    /// record / replay: a replay reruns the recorded launches on whatever the buffers hold
+    /// now; a write inside a recording makes it incomplete unless it runs `unrecorded`; the
+    /// temporaries an op gave back to the pool while recording are never handed out again.
+    @Test func recordedLaunchesReplay() throws {
+        let context = try CLContext(device: try TestDevice.context().device)
+        let x = try context.upload(try Tensor(randomUniform: [3, 300, 5], seed: 1))
+        let mean = try context.empty([3, 5]), copy = try context.empty([3, 5])
+        let recorded = try context.record {
+            _ = try context.meanTokens(x, output: mean)
+            _ = try context.copy(mean, output: copy)
+        }
+        #expect(recorded.isComplete)
+        #expect(recorded.kernelNames == ["token_sum_partial", "reduce_chunks", "copy_vec16"])
+        let other = try Tensor(randomUniform: [3, 300, 5], seed: 2)
+        try context.write(other.data, to: x.buffer)
+        try context.replay(recorded)
+        let expected = try context.download(try context.meanTokens(try context.upload(other)))
+        #expect(try context.download(copy).data == expected.data)
+        for buffer in recorded.buffers {
+            let handedOut = try context.buffer(count: buffer.count)
+            #expect(!recorded.buffers.contains { $0 === handedOut }, "a recorded buffer of \(buffer.count) floats went back to the pool")
+        }
+        let withWrite = try context.record { try context.write(other.data, to: x.buffer); _ = try context.copy(mean, output: copy) }
+        #expect(!withWrite.isComplete)
+        let withUnrecordedWrite = try context.record {
+            try context.unrecorded { try context.write(other.data, to: x.buffer) }
+            _ = try context.copy(mean, output: copy)
+        }
+        #expect(withUnrecordedWrite.isComplete && withUnrecordedWrite.count == 1)
+    }
+
     @Test func failedBuildCarriesItsLog() throws {
         let context = try TestDevice.context()
         do {

@@ -133,6 +133,7 @@ extension CLContext {
         var queue: cl_command_queue? = rawQueue
         var event: cl_event?
         let status = withQueueLock {
+            noteUnrecordableWork()
             let status = CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, m, n, k, 1.0,
                                       a.mem, 0, k, b.mem, 0, ldb, 0.0, c.mem, 0, n, &queue, &event)
             if let event { recordEvents(CLEvent(event), name: "CLBlastSgemm") }  // released with the wrapper unless recorded
