@@ -34,8 +34,14 @@ public struct Conv3x3Weights {
     }()
 
     /// Dense convolutions with at least this many input channels run as an implicit GEMM on
-    /// CPUs (the UperNet head's 512-2816; the stem's 3-32 stay on conv3x3's smaller tiles).
+    /// CPUs (the UperNet head's 512-2816), and so do those with at least
+    /// `implicitGemmMinWideChannels` in and 64 out, which fill its 64-channel tiles (the stem's
+    /// 32 -> 256 conv3.0: 2.2 against 2.9 ms at 224, 50 against 65 ms at 1024 on a 2-vCPU
+    /// Zen 4 EPYC, Intel's runtime, `mila-kernel-bench --only conv3x3`, 2026-12-06). The
+    /// stem's 3 -> 32 and 32 -> 32 convs stay on conv3x3's smaller tiles (igemm 1.4x slower on
+    /// the 32 -> 32: half its 64-channel tile would be padding).
     public static let implicitGemmMinChannels = 64
+    public static let implicitGemmMinWideChannels = 16
 
     /// Dense convolutions with at least this many input channels run as conv3x3_tiled on GPUs
     /// (K = 9 Cin >= 144 fills the 16-deep K steps; the stem's 3-channel conv stays on conv3x3's
@@ -70,7 +76,8 @@ public struct Conv3x3Weights {
         weightShape = weight.shape
         self.depthwise = depthwise
         self.precision = precision
-        let igemm = !depthwise && (implicitGemm ?? (context.variant == .cpu && cin >= Self.implicitGemmMinChannels))
+        let wide = cin >= Self.implicitGemmMinWideChannels && cout >= 64
+        let igemm = !depthwise && (implicitGemm ?? (context.variant == .cpu && (cin >= Self.implicitGemmMinChannels || wide)))
         self.implicitGemm = igemm
         zeros = igemm ? try context.upload([Float](repeating: 0, count: cin)) : nil
         if depthwise {
