@@ -19,12 +19,20 @@ peers = json.load(open(os.path.join(work, "peers.json")))
 
 
 def mila(name):
-    path = os.path.join(work, f"{name}.json")
-    if not os.path.exists(path):
+    """mila's rows for `name`: per size, the round whose median is the median of the rounds
+    (interleaved with the other mila runs), with every round's median in "rounds_ms"."""
+    paths = sorted(p for p in os.listdir(work) if re.fullmatch(re.escape(name) + r"-r\d+\.json", p))
+    if not paths:
         return None
-    data = json.load(open(path))
-    rows = {f"{r['height']}x{r['width']}": r for r in data["rows"] if "ms_median" in r}
-    return data, rows
+    runs = [json.load(open(os.path.join(work, p))) for p in paths]
+    rows = {}
+    for size in [f"{r['height']}x{r['width']}" for r in runs[0]["rows"] if "ms_median" in r]:
+        found = sorted((r for data in runs for r in data["rows"] if f"{r['height']}x{r['width']}" == size and "ms_median" in r),
+                       key=lambda r: r["ms_median"])
+        middle = dict(found[(len(found) - 1) // 2])
+        middle["rounds_ms"] = [r["ms_median"] for r in found]
+        rows[size] = middle
+    return runs[0], rows
 
 
 def aggregates(log):
@@ -59,7 +67,8 @@ def ms(name, size):
     return peers["runtimes"].get(name, {}).get(size, {}).get("ms_median")
 
 
-lines = [f"# mila and its peers: MLLA-T, batch 1, float32, 2 threads, ms per image", ""]
+lines = [f"# mila and its peers: MLLA-T, batch 1, float32, 2 threads, ms per image", "",
+         "mila's figures: median over interleaved rounds of `mila-infer bench` (each the median of its runs); the peers': one run each.", ""]
 lines += [f"- {m}" for m in machine]
 versions = peers["versions"]
 lines.append(f"- mila {pocl[0]['engine']}: PoCL {pocl[0]['driver']}" + (f", Intel runtime {intel[0]['driver']}" if intel else ""))
@@ -111,6 +120,13 @@ for label, base, fg in (("PoCL", pocl, fg_pocl), ("Intel runtime", intel, fg_int
             a, b = base[1][size]["ms_median"], fg[1].get(size, {}).get("ms_median")
             if b:
                 lines.append(f"| {size} | {label} | {a:.1f} | {b:.1f} | {b / a:.2f}x |")
+lines += ["", "## Batches: MLLA-T at 224, images/s in batches of 8 against batch 1", "",
+          "| device | batch 1 images/s | batch 8 images/s | batch 8 / batch 1 |", "|---|---|---|---|"]
+for label, base, name in (("PoCL", pocl, "mila-b8-pocl"), ("Intel runtime", intel, "mila-b8-intel")):
+    batch = mila(name)
+    if base and batch and "224x224" in base[1] and "224x224" in batch[1]:
+        one, eight = base[1]["224x224"]["images_per_s"], batch[1]["224x224"]["images_per_s"]
+        lines.append(f"| {label} | {one:.2f} | {eight:.2f} | {eight / one:.2f}x |")
 agreement = peers.get("logits_rel_l2_to_torch", {})
 if agreement:
     lines += ["", "Exported models against PyTorch (logits relative L2): " + "; ".join(

@@ -2,7 +2,7 @@
 # mila against every runtime a user could pick on this machine, in one run, and against the
 # machine's limit (README "Performance"):
 #
-#   bash Benchmarks/peers/run.sh [SIZES] [RUNS]        (default 224,512,1024 and 5)
+#   bash Benchmarks/peers/run.sh [SIZES] [RUNS] [ROUNDS]   (default 224,512,1024, 5 and 3)
 #
 # One after the other, on the same machine and thread count (2): MLLA-T (random weights,
 # batch 1) in mila on PoCL and on Intel's CPU runtime (`mila-infer bench`), MILA-FG-T in mila,
@@ -22,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 sizes=${1:-224,512,1024}
 runs=${2:-5}
+rounds=${3:-3}  # mila's runs repeated in interleaved rounds; the table takes the median of the rounds
 results=${OUT:-Benchmarks/results}
 peers=${MILA_PEERS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mila/peers}
 stamp="$peers/.installed-torch-2.15.0-ort-1.32.0-ov-2026.4.1-v1"
@@ -46,16 +47,25 @@ cc -O3 -march=native -pthread Benchmarks/peak/fma_peak.c -o "$work/fma_peak"
 } > "$work/machine.txt"
 cat "$work/machine.txt" >&2
 
-bench() {  # name arch device
-    echo "mila: $2 on $3" >&2
-    .build/release/mila-infer bench --arch "$2" --resolutions "$sizes" --runs "$runs" --device "$3" --format json > "$work/$1.json"
+bench() {  # name arch device round
+    echo "mila: $2 on $3, round $4 of $rounds" >&2
+    .build/release/mila-infer bench --arch "$2" --resolutions "$sizes" --runs "$runs" --device "$3" --format json > "$work/$1-r$4.json"
 }
-bench mila-pocl mlla_t pocl
-bench mila-fg-pocl mila_fg_t pocl
-if .build/release/mila-infer devices 2>/dev/null | grep -qi intel; then
-    bench mila-intel mlla_t intel
-    bench mila-fg-intel mila_fg_t intel
-fi
+intel=$(.build/release/mila-infer devices 2>/dev/null | grep -qi intel && echo yes || true)
+batched() {  # name device round: MLLA-T at 224 in batches of 8 (images/s against batch 1)
+    echo "mila: mlla_t batch 8 on $2, round $3 of $rounds" >&2
+    .build/release/mila-infer bench --arch mlla_t --resolutions 224 --runs "$runs" --device "$2" --batch 8 --format json > "$work/$1-r$3.json"
+}
+for round in $(seq 1 "$rounds"); do
+    bench mila-pocl mlla_t pocl "$round"
+    bench mila-fg-pocl mila_fg_t pocl "$round"
+    batched mila-b8-pocl pocl "$round"
+    if [ -n "$intel" ]; then
+        bench mila-intel mlla_t intel "$round"
+        bench mila-fg-intel mila_fg_t intel "$round"
+        batched mila-b8-intel intel "$round"
+    fi
+done
 echo "mila-kernel-bench: GEMM, convolutions, copy" >&2
 .build/release/mila-kernel-bench --resolution all --runs "$runs" --only gemm --variant register > "$work/gemm.log"
 .build/release/mila-kernel-bench --resolution 224 --runs 3 --only head --variant igemm,gemm_reg > "$work/head.log"
