@@ -93,6 +93,9 @@ inline float16 gemm_load16(int row, int col, int N, __global const float* Y) {
 #ifndef ROW_TILES
 #define ROW_TILES 1
 #endif
+#ifndef COL_TILES
+#define COL_TILES 1
+#endif
 
 __kernel void gemm_reg(const int M, const int N, const int K, const int ldb,
                        __global const float* A, __global const weight_t* B, __global const float* bias,
@@ -104,13 +107,14 @@ __kernel void gemm_reg(const int M, const int N, const int K, const int ldb,
     // across them), over K rows kBegin..kEnd: a panel after the first adds to the partial sums
     // in Y, and only the last (kEnd == K) applies the epilogue.
     const int g0 = get_global_id(0), g1 = get_global_id(1);
-    const int n0 = (rowsFirst ? g1 : g0) * 64;
+    const int nBase = (rowsFirst ? g1 : g0) * (64 * COL_TILES);
     const int mBase = (rowsFirst ? g0 : g1) * (4 * ROW_TILES);
-    if (n0 >= N) return;
     const int last = kEnd == K;
+    for (int ct = 0; ct < COL_TILES; ++ct)
     for (int t = 0; t < ROW_TILES; ++t) {
+        const int n0 = nBase + 64 * ct;
         const int m0 = mBase + 4 * t;
-        if (m0 >= M) return;
+        if (n0 >= N || m0 >= M) break;
         __global const float* a0 = A + (size_t)m0 * K;
         __global const float* a1 = A + (size_t)min(m0 + 1, M - 1) * K;
         __global const float* a2 = A + (size_t)min(m0 + 2, M - 1) * K;

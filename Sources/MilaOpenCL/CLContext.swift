@@ -88,12 +88,14 @@ public final class CLContext: @unchecked Sendable {
     }
 
     /// How gemm_reg splits its work here: what `useGemmTuning` set (the engine's tuning pass),
-    /// else `GemmTuning.defaults`; `MILA_GEMM_ROW_TILES` and `MILA_GEMM_PANEL_K` override either.
+    /// else `GemmTuning.defaults`; `MILA_GEMM_ROW_TILES`, `MILA_GEMM_COL_TILES` and
+    /// `MILA_GEMM_PANEL_K` override either.
     public var gemmTuning: GemmTuning {
         lock.lock(); defer { lock.unlock() }
         var tuning = gemmTuningValue ?? .defaults
         let environment = ProcessInfo.processInfo.environment
         if let raw = environment["MILA_GEMM_ROW_TILES"], let value = Int(raw), [1, 2, 4, 8].contains(value) { tuning.rowTiles = value }
+        if let raw = environment["MILA_GEMM_COL_TILES"], let value = Int(raw), [1, 2, 4, 8].contains(value) { tuning.colTiles = value }
         if let raw = environment["MILA_GEMM_PANEL_K"], let value = Int(raw), value >= 16 { tuning.panelRows = value }
         return tuning
     }

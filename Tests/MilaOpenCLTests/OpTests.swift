@@ -59,8 +59,9 @@ import Testing
         let plain = try CLContext(device: implementation.device!, variant: .cpu)
         plain.useGemmTuning(GemmTuning(rowTiles: 1, panelRows: 1 << 20, rowTilesMaxDepth: 1 << 20))
         let splits = [GemmTuning(rowTiles: 2, panelRows: 16, rowTilesMaxDepth: 1 << 20),
-                      GemmTuning(rowTiles: 4, panelRows: 48, rowTilesMaxDepth: 300),
-                      GemmTuning(rowTiles: 8, panelRows: 1000, rowTilesMaxDepth: 64)]
+                      GemmTuning(rowTiles: 4, panelRows: 48, rowTilesMaxDepth: 300, colTiles: 2, colTilesMinOutput: 1),
+                      GemmTuning(rowTiles: 8, panelRows: 1000, rowTilesMaxDepth: 64, colTiles: 4, colTilesMinOutput: 5000),
+                      GemmTuning(rowTiles: 1, panelRows: 100, rowTilesMaxDepth: 0, colTiles: 8, colTilesMinOutput: 0)]
         for tuning in splits {
             let context = try CLContext(device: implementation.device!, variant: .cpu)
             context.useGemmTuning(tuning)
@@ -96,10 +97,11 @@ import Testing
         let first = try CLContext(device: Implementation.pocl.device!, variant: .cpu)
         let tuned = GemmTuner.prepare(first, cache: cache)
         #expect(first.gemmTuning == tuned)
-        #expect(GemmTuner.rowTileCandidates.contains(tuned.rowTiles) && GemmTuner.panelCandidates.contains(tuned.panelRows))
+        #expect(GemmTuner.rowTileCandidates.contains(tuned.rowTiles) && GemmTuner.panelCandidates.contains(tuned.panelRows)
+                && GemmTuner.colTileCandidates.contains(tuned.colTiles))
         let file = GemmTuner.cacheFile(for: first, in: cache)
         #expect(try JSONDecoder().decode(GemmTuning.self, from: Data(contentsOf: file)) == tuned)
-        let planted = GemmTuning(rowTiles: 8, panelRows: 777, rowTilesMaxDepth: 99)
+        let planted = GemmTuning(rowTiles: 8, panelRows: 777, rowTilesMaxDepth: 99, colTiles: 2, colTilesMinOutput: 12345)
         try JSONEncoder().encode(planted).write(to: file)
         let second = try CLContext(device: Implementation.pocl.device!, variant: .cpu)
         #expect(GemmTuner.prepare(second, cache: cache) == planted)

@@ -93,8 +93,8 @@ extension CLContext {
         switch chosen {
         case .register:
             let plan = gemmTuning.plan(rows: spec.rows, columns: spec.outFeatures, depth: spec.inFeatures, computeUnits: device.computeUnits)
-            let kernel = try self.kernel(.gemm, "gemm_reg", defines: defines + ["ROW_TILES=\(plan.rowTiles)"])
-            let tiles = [ceilDiv(spec.outFeatures, 64), ceilDiv(spec.rows, 4 * plan.rowTiles)]
+            let kernel = try self.kernel(.gemm, "gemm_reg", defines: defines + ["ROW_TILES=\(plan.rowTiles)", "COL_TILES=\(plan.colTiles)"])
+            let tiles = [ceilDiv(spec.outFeatures, 64 * plan.colTiles), ceilDiv(spec.rows, 4 * plan.rowTiles)]
             let rowsFirst = spec.outFeatures > spec.rows
             // K panels accumulate their partial sums in y, so y must not also be read by the
             // epilogue (an in-place residual or multiply): then K runs in one panel.
@@ -146,30 +146,40 @@ extension CLContext {
     }
 }
 
-/// How gemm_reg splits its work on a device: `rowTiles` 4 x 64 tiles per work-item (one B panel
-/// reused across them; fewer, longer work-items where K is short) and `panelRows` K rows per
-/// launch (a panel of panelRows x 64 weights per work-item that stays in cache; partial sums
-/// go through the output). Chosen per device by `GemmTuning.tune` (cached beside the kernel
-/// binaries), else the defaults.
+/// How gemm_reg splits its work on a device: `rowTiles` 4 x 64 tiles down and `colTiles`
+/// across per work-item (one B panel reused down the rows, the A rows reused across the
+/// panels: fewer, longer work-items where K is short, and rows written whole where the output
+/// streams to memory), and `panelRows` K rows per launch (a panel of panelRows x 64 weights
+/// per work-item that stays in cache; partial sums go through the output). Chosen per device
+/// by `GemmTuner` (cached beside the kernel binaries), else the defaults.
 public struct GemmTuning: Codable, Equatable, Sendable {
     public var rowTiles: Int
     public var panelRows: Int
     /// Row tiles only for K up to this depth (longer K amortises a work-item's start already).
     public var rowTilesMaxDepth: Int
+    public var colTiles: Int
+    /// Column tiles only for outputs of at least this many elements (ones that leave the caches).
+    public var colTilesMinOutput: Int
 
-    public static let defaults = GemmTuning(rowTiles: 1, panelRows: 1024, rowTilesMaxDepth: 256)
+    public static let defaults = GemmTuning(rowTiles: 1, panelRows: 1024, rowTilesMaxDepth: 256, colTiles: 1, colTilesMinOutput: 1 << 21)
 
-    public init(rowTiles: Int, panelRows: Int, rowTilesMaxDepth: Int) {
+    public init(rowTiles: Int, panelRows: Int, rowTilesMaxDepth: Int, colTiles: Int = 1, colTilesMinOutput: Int = 1 << 21) {
         self.rowTiles = rowTiles
         self.panelRows = panelRows
         self.rowTilesMaxDepth = rowTilesMaxDepth
+        self.colTiles = colTiles
+        self.colTilesMinOutput = colTilesMinOutput
     }
 
-    /// The launch shape for one GEMM: row tiles where K is short, halved until every compute
-    /// unit has at least 8 work-items (stage 3 at 224 has 49 rows).
-    func plan(rows: Int, columns: Int, depth: Int, computeUnits: Int) -> (rowTiles: Int, panelRows: Int) {
-        var tiles = depth <= rowTilesMaxDepth ? rowTiles : 1
-        while tiles > 1 && ceilDiv(columns, 64) * ceilDiv(rows, 4 * tiles) < 8 * max(1, computeUnits) { tiles /= 2 }
-        return (max(1, tiles), max(16, panelRows))
+    /// The launch shape for one GEMM: row tiles where K is short, column tiles (at most the
+    /// panels there are) where the output is large, each halved until every compute unit has
+    /// at least 8 work-items (stage 3 at 224 has 49 rows).
+    func plan(rows: Int, columns: Int, depth: Int, computeUnits: Int) -> (rowTiles: Int, colTiles: Int, panelRows: Int) {
+        var down = depth <= rowTilesMaxDepth ? max(1, rowTiles) : 1
+        var across = rows * columns >= colTilesMinOutput ? min(max(1, colTiles), ceilDiv(columns, 64)) : 1
+        let enough = 8 * max(1, computeUnits)
+        while across > 1 && ceilDiv(columns, 64 * across) * ceilDiv(rows, 4 * down) < enough { across /= 2 }
+        while down > 1 && ceilDiv(columns, 64 * across) * ceilDiv(rows, 4 * down) < enough { down /= 2 }
+        return (down, across, max(16, panelRows))
     }
 }

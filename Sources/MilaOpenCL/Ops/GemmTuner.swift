@@ -9,13 +9,15 @@ import MilaKernels
 /// (the defaults run); `MILA_GEMM_TUNING=retune` times again and overwrites the cache.
 public enum GemmTuner {
     public static let environmentVariable = "MILA_GEMM_TUNING"
-    static let version = "gemm-tuning-v1"
+    static let version = "gemm-tuning-v2"
 
     /// Shapes (M, K, N) standing for the model's GEMMs: short K (stage 1 at 224 and every size
-    /// above it), medium K, small M (stage 4), and one K long enough to need panels (the UperNet
-    /// head's convs as GEMMs). About 0.1 GFLOP each, so the whole pass stays near a second.
-    static let shapes: [(m: Int, k: Int, n: Int)] = [(3136, 64, 256), (784, 128, 512), (49, 512, 2048), (256, 4608, 64)]
+    /// above it), medium K, small M (stage 4), one K long enough to need panels (the UperNet
+    /// head's convs as GEMMs), and a 16 MiB output that leaves the caches (stage 1 at 512 and
+    /// up). 0.1-0.5 GFLOP each, so the whole pass stays near a second.
+    static let shapes: [(m: Int, k: Int, n: Int)] = [(3136, 64, 256), (784, 128, 512), (49, 512, 2048), (256, 4608, 64), (16384, 64, 256)]
     public static let rowTileCandidates = [1, 2, 4]
+    public static let colTileCandidates = [1, 2, 4]
     public static let panelCandidates = [512, 1024, 2048]
 
     /// The tuning for `context`: cached, else timed now (and cached), else the defaults when
@@ -60,8 +62,9 @@ public enum GemmTuner {
         return cache.folder.appendingPathComponent("gemm-tuning-" + key.map { String(format: "%02x", $0) }.joined() + ".json")
     }
 
-    /// Times every candidate: row tiles on the short-K shapes, then the panel depth on the
-    /// long-K one; each the median of 5 device-timed runs after a warm-up.
+    /// Times every candidate: row tiles on the short-K shapes, column tiles on the large
+    /// output, then the panel depth on the long-K shape; each the median of 5 device-timed runs
+    /// after a warm-up.
     public static func measure(_ context: CLContext) throws -> GemmTuning {
         let cases = try shapes.enumerated().map { index, shape -> (x: DeviceTensor, w: GemmWeights, y: DeviceTensor, k: Int) in
             let x = try Tensor(randomUniform: [shape.m, shape.k], seed: UInt64(2 * index))
@@ -82,18 +85,31 @@ public enum GemmTuner {
             return total
         }
         var best = GemmTuning.defaults
-        let shortK = cases.indices.filter { cases[$0].k <= best.rowTilesMaxDepth }
+        let large = cases.indices.filter { cases[$0].y.count >= best.colTilesMinOutput }
+        let shortK = cases.indices.filter { cases[$0].k <= best.rowTilesMaxDepth && !large.contains($0) }
         var bestTime = Double.infinity
         for rowTiles in rowTileCandidates {
-            let candidate = GemmTuning(rowTiles: rowTiles, panelRows: best.panelRows, rowTilesMaxDepth: best.rowTilesMaxDepth)
+            var candidate = best
+            candidate.rowTiles = rowTiles
             let t = try time(candidate, shortK)
             if t < bestTime { (best, bestTime) = (candidate, t) }
         }
+        bestTime = .infinity
+        var bestColumns = best.colTiles
+        for colTiles in colTileCandidates {
+            var candidate = best
+            candidate.colTiles = colTiles
+            let t = try time(candidate, large)
+            if t < bestTime { (bestColumns, bestTime) = (colTiles, t) }
+        }
+        best.colTiles = bestColumns
         let longK = cases.indices.filter { cases[$0].k > 2048 }
         bestTime = .infinity
         var bestPanel = best.panelRows
         for panel in panelCandidates {
-            let t = try time(GemmTuning(rowTiles: best.rowTiles, panelRows: panel, rowTilesMaxDepth: best.rowTilesMaxDepth), longK)
+            var candidate = best
+            candidate.panelRows = panel
+            let t = try time(candidate, longK)
             if t < bestTime { (bestPanel, bestTime) = (panel, t) }
         }
         best.panelRows = bestPanel
