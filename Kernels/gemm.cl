@@ -10,10 +10,13 @@
 // Variants (chosen by device type, forced with MILA_KERNEL_VARIANT=cpu|gpu):
 //   gemm_reg    CPU: each work-item holds a 4x64 register tile (4 rows x 4 float16
 //               accumulators); A is broadcast, each k step does 4 float16 loads of a B row.
-//               No local memory, local size (1,1). ~200 GFLOP/s on the 2-core AVX-512 VM.
-//               Global (ceil(N/64), ceil(M/4)), or (ceil(M/4), ceil(N/64)) with rowsFirst when
-//               N > M, so the larger operand streams once; ragged M clamps the load row, stores
-//               are guarded.
+//               No local memory, local size (1,1). ~190 GFLOP/s on the 2-core AVX-512 VM.
+//               ROW_TILES x COL_TILES such tiles per work-item (defines, from the per-device
+//               tuning pass: GemmTuner) and K rows kBegin..kEnd per launch (K panels; partial
+//               sums go through Y, the epilogue runs on the last panel only).
+//               Global (ceil(N/(64 COL_TILES)), ceil(M/(4 ROW_TILES))), or the two swapped with
+//               rowsFirst when N > M, so the larger operand streams once; ragged M clamps the
+//               load row, stores are guarded.
 //   gemm_tiled  GPU: 64x64 output tile per 16x16 work-group, K in steps of 16 through local
 //               memory, 4x4 outputs per work-item. On PoCL it is ~26x slower than gemm_reg.
 //               Global (16 * ceil(N/64), 16 * ceil(M/64)), local (16, 16).
