@@ -11,10 +11,10 @@
 //   gemm_reg    CPU: each work-item holds a 4x64 register tile (4 rows x 4 float16
 //               accumulators); A is broadcast, each k step does 4 float16 loads of a B row.
 //               No local memory, local size (1,1). ~190 GFLOP/s on the 2-core AVX-512 VM.
-//               ROW_TILES x COL_TILES such tiles per work-item (defines, from the per-device
+//               rowTiles x colTiles such tiles per work-item (arguments, from the per-device
 //               tuning pass: GemmTuner) and K rows kBegin..kEnd per launch (K panels; partial
 //               sums go through Y, the epilogue runs on the last panel only).
-//               Global (ceil(N/(64 COL_TILES)), ceil(M/(4 ROW_TILES))), or the two swapped with
+//               Global (ceil(N/(64 colTiles)), ceil(M/(4 rowTiles))), or the two swapped with
 //               rowsFirst when N > M, so the larger operand streams once; ragged M clamps the
 //               load row, stores are guarded.
 //   gemm_tiled  GPU: 64x64 output tile per 16x16 work-group, K in steps of 16 through local
@@ -93,28 +93,23 @@ inline float16 gemm_load16(int row, int col, int N, __global const float* Y) {
         c2 = gemm_load16((row), n0 + 32, N, Y); c3 = gemm_load16((row), n0 + 48, N, Y); \
     }
 
-#ifndef ROW_TILES
-#define ROW_TILES 1
-#endif
-#ifndef COL_TILES
-#define COL_TILES 1
-#endif
-
 __kernel void gemm_reg(const int M, const int N, const int K, const int ldb,
                        __global const float* A, __global const weight_t* B, __global const float* bias,
                        __global const float* mul, __global const float* res, __global float* Y,
-                       const int act, const int flags, const int rowsFirst, const int kBegin, const int kEnd) {
+                       const int act, const int flags, const int rowsFirst, const int kBegin, const int kEnd,
+                       const int rowTiles, const int colTiles) {
     // rowsFirst: dim 0 walks row tiles, so consecutive work-items share one B panel (used when
     // B is the larger operand, N > M); otherwise dim 0 walks column tiles and they share A rows.
-    // Each work-item computes ROW_TILES consecutive 4 x 64 tiles with one B panel (held in L1
-    // across them), over K rows kBegin..kEnd: a panel after the first adds to the partial sums
+    // Each work-item computes rowTiles x colTiles consecutive 4 x 64 tiles (down, then across:
+    // one B panel held in L1 down the rows, the A rows reused across the panels), over K rows
+    // kBegin..kEnd: a panel after the first adds to the partial sums
     // in Y, and only the last (kEnd == K) applies the epilogue.
     const int g0 = get_global_id(0), g1 = get_global_id(1);
-    const int nBase = (rowsFirst ? g1 : g0) * (64 * COL_TILES);
-    const int mBase = (rowsFirst ? g0 : g1) * (4 * ROW_TILES);
+    const int nBase = (rowsFirst ? g1 : g0) * (64 * colTiles);
+    const int mBase = (rowsFirst ? g0 : g1) * (4 * rowTiles);
     const int last = kEnd == K;
-    for (int ct = 0; ct < COL_TILES; ++ct)
-    for (int t = 0; t < ROW_TILES; ++t) {
+    for (int ct = 0; ct < colTiles; ++ct)
+    for (int t = 0; t < rowTiles; ++t) {
         const int n0 = nBase + 64 * ct;
         const int m0 = mBase + 4 * t;
         if (n0 >= N || m0 >= M) break;

@@ -93,7 +93,7 @@ extension CLContext {
         switch chosen {
         case .register:
             let plan = gemmTuning.plan(rows: spec.rows, columns: spec.outFeatures, depth: spec.inFeatures, computeUnits: device.computeUnits)
-            let kernel = try self.kernel(.gemm, "gemm_reg", defines: defines + ["ROW_TILES=\(plan.rowTiles)", "COL_TILES=\(plan.colTiles)"])
+            let kernel = try self.kernel(.gemm, "gemm_reg", defines: defines)
             let tiles = [ceilDiv(spec.outFeatures, 64 * plan.colTiles), ceilDiv(spec.rows, 4 * plan.rowTiles)]
             let rowsFirst = spec.outFeatures > spec.rows
             // K panels accumulate their partial sums in y, so y must not also be read by the
@@ -104,7 +104,8 @@ extension CLContext {
                 try launch(kernel, global: rowsFirst ? tiles.reversed() : tiles, local: [1, 1],
                            arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
                                + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue), .int(rowsFirst ? 1 : 0),
-                                             .int(Int32(begin)), .int(Int32(min(begin + step, spec.inFeatures)))])
+                                             .int(Int32(begin)), .int(Int32(min(begin + step, spec.inFeatures))),
+                                             .int(Int32(plan.rowTiles)), .int(Int32(plan.colTiles))])
             }
         case .tiled:
             let kernel = try self.kernel(.gemm, "gemm_tiled", defines: defines)
