@@ -43,7 +43,7 @@ export POCL_AFFINITY=1
 cc -O3 -march=native -pthread Benchmarks/peak/fma_peak.c -o "$work/fma_peak"
 {
     echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1) (family $(lscpu | sed -n 's/^CPU family: *//p'), model $(lscpu | sed -n 's/^Model: *//p')), $(nproc) cores; $(date -u +%F); commit $(git rev-parse --short HEAD)"
-    echo "fma_peak: $("$work/fma_peak" 2)"
+    echo "fma_peak at the start (threads, GFLOP/s): $("$work/fma_peak" 2)"
 } > "$work/machine.txt"
 cat "$work/machine.txt" >&2
 
@@ -74,4 +74,7 @@ echo "mila-kernel-bench: GEMM, convolutions, copy" >&2
 cat "$work/gemm.log" "$work/head.log" > "$work/gemm-all.log"
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$python" Benchmarks/peers/peers.py --sizes "$sizes" --runs "$runs" --threads 2 \
     --gemm-log "$work/gemm-all.log" > "$work/peers.json"
+# The VM's FMA ceiling again: when it moved during the run (neighbours, throttling), the
+# ratios between steps measured minutes apart move with it.
+echo "fma_peak at the end: $("$work/fma_peak" 2)" >> "$work/machine.txt"
 "$python" Benchmarks/peers/report.py "$work" "$results"
