@@ -87,32 +87,21 @@ public enum GemmTuner {
         var best = GemmTuning.defaults
         let large = cases.indices.filter { cases[$0].y.count >= best.colTilesMinOutput }
         let shortK = cases.indices.filter { cases[$0].k <= best.rowTilesMaxDepth && !large.contains($0) }
-        var bestTime = Double.infinity
-        for rowTiles in rowTileCandidates {
-            var candidate = best
-            candidate.rowTiles = rowTiles
-            let t = try time(candidate, shortK)
-            if t < bestTime { (best, bestTime) = (candidate, t) }
-        }
-        bestTime = .infinity
-        var bestColumns = best.colTiles
-        for colTiles in colTileCandidates {
-            var candidate = best
-            candidate.colTiles = colTiles
-            let t = try time(candidate, large)
-            if t < bestTime { (bestColumns, bestTime) = (colTiles, t) }
-        }
-        best.colTiles = bestColumns
         let longK = cases.indices.filter { cases[$0].k > 2048 }
-        bestTime = .infinity
-        var bestPanel = best.panelRows
-        for panel in panelCandidates {
-            var candidate = best
-            candidate.panelRows = panel
-            let t = try time(candidate, longK)
-            if t < bestTime { (bestPanel, bestTime) = (panel, t) }
+        // One knob at a time, the others at their best so far.
+        func choose(_ knob: WritableKeyPath<GemmTuning, Int>, from values: [Int], on selected: [Int]) throws {
+            var fastest = (value: best[keyPath: knob], seconds: Double.infinity)
+            for value in values {
+                var candidate = best
+                candidate[keyPath: knob] = value
+                let seconds = try time(candidate, selected)
+                if seconds < fastest.seconds { fastest = (value, seconds) }
+            }
+            best[keyPath: knob] = fastest.value
         }
-        best.panelRows = bestPanel
+        try choose(\.rowTiles, from: rowTileCandidates, on: shortK)
+        try choose(\.colTiles, from: colTileCandidates, on: large)
+        try choose(\.panelRows, from: panelCandidates, on: longK)
         return best
     }
 }
