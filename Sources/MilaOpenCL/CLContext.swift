@@ -457,11 +457,7 @@ public final class CLContext: @unchecked Sendable {
         // The forward's temporaries went back to the pool as its ops finished; a replay writes
         // them again, so nothing else may be handed them from now on (a weight or table
         // uploaded later into one would be overwritten). The recording's arguments keep them.
-        var used = Set<ObjectIdentifier>()
-        for launch in made.launches {
-            for case let .buffer(buffer) in launch.arguments { used.insert(ObjectIdentifier(buffer)) }
-        }
-        pool.withdraw(used)
+        pool.withdraw(Set(made.buffers.map(ObjectIdentifier.init)))
         return made
     }
 
