@@ -100,11 +100,13 @@ MILA_DEFINE_MATH(float16, int16, convert_int16, as_float16)
 typedef half weight_t;
 #define WLOAD1(i, p) vload_half((i), (p))
 #define WLOAD4(i, p) vload_half4((i), (p))
+#define WLOAD8(i, p) vload_half8((i), (p))
 #define WLOAD16(i, p) vload_half16((i), (p))
 #else
 typedef float weight_t;
 #define WLOAD1(i, p) ((p)[i])
 #define WLOAD4(i, p) vload4((i), (p))
+#define WLOAD8(i, p) vload8((i), (p))
 #define WLOAD16(i, p) vload16((i), (p))
 #endif
 
@@ -123,6 +125,12 @@ typedef float4 vec_t;
 #define WVLOAD(p) WLOAD4(0, (p))
 #define VSTORE(v, p) vstore4((v), 0, (p))
 #define VACT(x, act) mila_act_float4((x), (act))
+#elif VEC == 8
+typedef float8 vec_t;
+#define VLOAD(p) vload8(0, (p))
+#define WVLOAD(p) WLOAD8(0, (p))
+#define VSTORE(v, p) vstore8((v), 0, (p))
+#define VACT(x, act) mila_act_float8((x), (act))
 #elif VEC == 16
 typedef float16 vec_t;
 #define VLOAD(p) vload16(0, (p))
@@ -130,7 +138,7 @@ typedef float16 vec_t;
 #define VSTORE(v, p) vstore16((v), 0, (p))
 #define VACT(x, act) mila_act_float16((x), (act))
 #else
-#error "VEC must be 1, 4 or 16"
+#error "VEC must be 1, 4, 8 or 16"
 #endif
 #endif
 

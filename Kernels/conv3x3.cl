@@ -11,8 +11,9 @@
 // Launch: global (CoutP / (VEC * COV), ceil(Wo / XPW), B * Ho); each work-item computes XPW
 // adjacent output pixels x COV vectors of VEC channels: a register tile like gemm_reg's, where
 // each (tap, input channel) step broadcasts XPW inputs against COV weight vectors.
-// Variants (build defines): CPU VEC=16 with XPW x COV = 16 x 1 (Cout <= 16) or 8 x 2 (16 float16
-//   accumulators; 8 x 2 beat 4 x 4 by ~25% on the 32 -> 256 stem conv); GPU: conv3x3_tiled
+// Variants (build defines): CPU with the GEMM's wide tile (AVX-512) VEC=16 with XPW x COV =
+//   16 x 1 (Cout <= 16) or 8 x 2 (16 float16 accumulators; 8 x 2 beat 4 x 4 by ~25% on the
+//   32 -> 256 stem conv); CPU with a narrow tile (AVX2) VEC=8, 6 x 2 (12 float8); GPU: conv3x3_tiled
 //   (below, local-memory tiles) for Cin >= 16, else this kernel with VEC=4 COV=1 XPW=1 (float4,
 //   many work-items; the 3-channel stem conv). Local size auto.
 // Weights are weight_t (common.cl): float, or half with MILA_HALF_WEIGHTS; the math is float.
@@ -94,22 +95,22 @@ __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, con
     }
 }
 
-// conv3x3_igemm: the same convolution as an implicit GEMM for many input channels (the UperNet
-// head's 512-2816 -> 512 convs): M = output pixels, N = Cout, K = 9 * Cin, with the register
-// tile and loop of gemm_reg (gemm.cl): each work-item holds 4 adjacent output pixels of one row
-// x 64 output channels (16 float16 accumulators); each (tap, input channel) step broadcasts 4
-// inputs against 4 float16 weight loads. No im2col is formed (at 512x2048 the head's would be
-// 4.5 GiB): a pixel's row pointer for a tap points into the input, or at `zeros` (Cin zero
-// floats) where the tap falls in the padding, so the inner loop has no bounds test and no mask.
-// Weights packed (3, 3, Cin, CoutP), CoutP = Cout rounded up to 64. Epilogue as conv3x3 (bias,
-// activation, residual; output view).
-// Launch: global (ceil(Wo / 4), B * Ho, CoutP / 64), local (1, 1, 1): consecutive work-items
+// conv3x3_igemm: the same convolution as an implicit GEMM for many input channels (the stem's
+// 32 -> 256 conv, the UperNet head's 512-2816 -> 512 convs): M = output pixels, N = Cout,
+// K = 9 * Cin, with the register tiles of gemm_reg (gemm.cl): each work-item holds MR adjacent
+// output pixels of one row x NR output channels (MR x NR/16 float16 accumulators); each (tap,
+// input channel) step broadcasts MR inputs against NR/16 float16 weight loads. One kernel per
+// tile, the GEMM's tuned tile (conv3x3_igemm is 4x64; conv3x3_igemm_6x16, _3x32, _8x32). No
+// im2col is formed (at 512x2048 the head's would be 4.5 GiB): a pixel's row pointer for a tap
+// points into the input, or at `zeros` (Cin zero floats) where the tap falls in the padding, so
+// the inner loop has no bounds test and no mask.
+// Weights packed in panels of 16 output channels, each (9 Cin) x 16 contiguous (row k =
+// tap * Cin + ci, tap = ky * 3 + kx), CoutP = Cout rounded up to 64 with zero columns: a
+// tile's weights stream sequentially. Epilogue as conv3x3 (bias, activation, residual; output
+// view).
+// Launch: global (ceil(Wo / MR), B * Ho, CoutP / NR), local (1, 1, 1): consecutive work-items
 // walk the pixels of one output row with one weight panel, like gemm_reg's rowsFirst order.
 // CPU reference: Reference.conv3x3(depthwise: false). Tests: ConvolutionTests, SegmentationOpTests.
-
-#define IGEMM_FMA(x, c0, c1, c2, c3) \
-    c0 = fma((float16)(x), w0, c0); c1 = fma((float16)(x), w1, c1); \
-    c2 = fma((float16)(x), w2, c2); c3 = fma((float16)(x), w3, c3);
 
 // A partial sum of an earlier launch (16 channels from col), zeros past Cout.
 inline float16 igemm_load16(int col, int Cout, size_t pixel, __global const float* out, int outOffset, int outStride) {
@@ -127,7 +128,7 @@ inline void igemm_store16(float16 v, int col, int Cout, size_t pixel, __global c
     if (col >= Cout) return;
     if (last) {
         if (flags & EPI_BIAS) v += vload16(0, bias + col);
-        v = mila_act_float16(v, act);
+        if (act != ACT_NONE) v = mila_act_float16(v, act);
     }
     const size_t r = pixel * Cout + col, o = outOffset + pixel * outStride + col;
     const int addResidual = last && (flags & EPI_RESIDUAL);
@@ -141,73 +142,71 @@ inline void igemm_store16(float16 v, int col, int Cout, size_t pixel, __global c
     }
 }
 
-#define IGEMM_PIXEL(p) (((size_t)b * Ho + oy) * Wo + ox0 + (p))
+// Rows [kBegin, kEnd) of K = 9 Cin. A convolution whose weight panel (K x NR floats per
+// work-item) would not stay in cache is split into launches over K ranges: the first starts
+// from zero, later ones from the partial sums in `out`, and only the last (kEnd == 9 Cin)
+// applies the epilogue. Each launch's panel then serves every pixel tile from cache. Summation
+// order over k is unchanged by the split.
+#define IGEMM_ARGUMENTS \
+    const int H, const int W, const int Cin, const int Ho, const int Wo, const int Cout, \
+    const int CoutP, const int stride, __global const float* in, __global const weight_t* w, \
+    __global const float* bias, __global const float* res, __global float* out, \
+    const int act, const int flags, const int outOffset, const int outStride, \
+    __global const float* zeros, const int kBegin, const int kEnd
 
-#define IGEMM_LOAD(p, c0, c1, c2, c3) \
-    if (ox0 + (p) < Wo) { \
-        c0 = igemm_load16(n0, Cout, IGEMM_PIXEL(p), out, outOffset, outStride); \
-        c1 = igemm_load16(n0 + 16, Cout, IGEMM_PIXEL(p), out, outOffset, outStride); \
-        c2 = igemm_load16(n0 + 32, Cout, IGEMM_PIXEL(p), out, outOffset, outStride); \
-        c3 = igemm_load16(n0 + 48, Cout, IGEMM_PIXEL(p), out, outOffset, outStride); \
+#define IGEMM_BODY(MR, NV) \
+    const int ox0 = get_global_id(0) * (MR); \
+    const int row = get_global_id(1); \
+    const int n0 = get_global_id(2) * (16 * (NV)); \
+    const int b = row / Ho, oy = row % Ho; \
+    if (ox0 >= Wo || n0 >= Cout) return; \
+    const int last = kEnd == 9 * Cin; \
+    const size_t panel = (size_t)16 * 9 * Cin; \
+    const size_t pixel0 = ((size_t)b * Ho + oy) * Wo + ox0; \
+    float16 c[MR][NV]; \
+    _Pragma("unroll") \
+    for (int p = 0; p < (MR); ++p) { \
+        _Pragma("unroll") \
+        for (int j = 0; j < (NV); ++j) \
+            c[p][j] = kBegin > 0 && ox0 + p < Wo ? igemm_load16(n0 + 16 * j, Cout, pixel0 + p, out, outOffset, outStride) : (float16)(0.0f); \
+    } \
+    for (int tap = kBegin / Cin; tap * Cin < kEnd; ++tap) { \
+        const int ky = tap / 3, kx = tap % 3; \
+        const int ciBegin = max(kBegin - tap * Cin, 0), ciEnd = min(kEnd - tap * Cin, Cin); \
+        const int iy = oy * stride + ky - 1; \
+        if (iy < 0 || iy >= H) continue; \
+        __global const float* inRow = in + ((size_t)b * H + iy) * W * Cin; \
+        __global const float* a[MR]; \
+        _Pragma("unroll") \
+        for (int p = 0; p < (MR); ++p) { \
+            const int ix = (ox0 + p) * stride + kx - 1; \
+            a[p] = ix >= 0 && ix < W && ox0 + p < Wo ? inRow + (size_t)ix * Cin : zeros; \
+        } \
+        __global const weight_t* wt = w + (size_t)(n0 / 16) * panel + ((size_t)tap * Cin + ciBegin) * 16; \
+        for (int ci = ciBegin; ci < ciEnd; ++ci, wt += 16) { \
+            float16 wv[NV]; \
+            _Pragma("unroll") \
+            for (int j = 0; j < (NV); ++j) wv[j] = WLOAD16(0, wt + j * panel); \
+            _Pragma("unroll") \
+            for (int p = 0; p < (MR); ++p) { \
+                const float16 x = (float16)(a[p][ci]); \
+                _Pragma("unroll") \
+                for (int j = 0; j < (NV); ++j) c[p][j] = fma(x, wv[j], c[p][j]); \
+            } \
+        } \
+    } \
+    _Pragma("unroll") \
+    for (int p = 0; p < (MR); ++p) { \
+        if (ox0 + p >= Wo) break; \
+        _Pragma("unroll") \
+        for (int j = 0; j < (NV); ++j) \
+            igemm_store16(c[p][j], n0 + 16 * j, Cout, pixel0 + p, bias, res, out, outOffset, outStride, act, flags, last); \
     }
 
-#define IGEMM_STORE(p, c0, c1, c2, c3) \
-    if (ox0 + (p) < Wo) { \
-        igemm_store16(c0, n0, Cout, IGEMM_PIXEL(p), bias, res, out, outOffset, outStride, act, flags, last); \
-        igemm_store16(c1, n0 + 16, Cout, IGEMM_PIXEL(p), bias, res, out, outOffset, outStride, act, flags, last); \
-        igemm_store16(c2, n0 + 32, Cout, IGEMM_PIXEL(p), bias, res, out, outOffset, outStride, act, flags, last); \
-        igemm_store16(c3, n0 + 48, Cout, IGEMM_PIXEL(p), bias, res, out, outOffset, outStride, act, flags, last); \
-    }
-
-// Rows [kBegin, kEnd) of K = 9 Cin (row k = tap * Cin + ci, tap = ky * 3 + kx). A convolution
-// whose weight panel (K x 64 floats per work-item) would not stay in cache is split into
-// launches over K ranges: the first starts from zero, later ones from the partial sums in
-// `out`, and only the last (kEnd == 9 Cin) applies the epilogue. Each launch's panel then
-// serves every pixel tile from cache. Summation order over k is unchanged by the split.
-__kernel void conv3x3_igemm(const int H, const int W, const int Cin, const int Ho, const int Wo, const int Cout,
-                            const int CoutP, const int stride, __global const float* in, __global const weight_t* w,
-                            __global const float* bias, __global const float* res, __global float* out,
-                            const int act, const int flags, const int outOffset, const int outStride,
-                            __global const float* zeros, const int kBegin, const int kEnd) {
-    const int ox0 = get_global_id(0) * 4;
-    const int row = get_global_id(1);
-    const int n0 = get_global_id(2) * 64;
-    const int b = row / Ho, oy = row % Ho;
-    if (ox0 >= Wo || n0 >= Cout) return;
-    const int last = kEnd == 9 * Cin;
-    float16 c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-    float16 c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
-    if (kBegin > 0) {
-        IGEMM_LOAD(0, c00, c01, c02, c03)
-        IGEMM_LOAD(1, c10, c11, c12, c13)
-        IGEMM_LOAD(2, c20, c21, c22, c23)
-        IGEMM_LOAD(3, c30, c31, c32, c33)
-    }
-    for (int tap = kBegin / Cin; tap * Cin < kEnd; ++tap) {
-        const int ky = tap / 3, kx = tap % 3;
-        const int ciBegin = max(kBegin - tap * Cin, 0), ciEnd = min(kEnd - tap * Cin, Cin);
-        const int iy = oy * stride + ky - 1;
-        if (iy < 0 || iy >= H) continue;
-        __global const float* inRow = in + ((size_t)b * H + iy) * W * Cin;
-        const int ix0 = ox0 * stride + kx - 1, ix1 = ix0 + stride, ix2 = ix1 + stride, ix3 = ix2 + stride;
-        __global const float* a0 = (ix0 >= 0 && ix0 < W) ? inRow + (size_t)ix0 * Cin : zeros;
-        __global const float* a1 = (ix1 >= 0 && ix1 < W && ox0 + 1 < Wo) ? inRow + (size_t)ix1 * Cin : zeros;
-        __global const float* a2 = (ix2 >= 0 && ix2 < W && ox0 + 2 < Wo) ? inRow + (size_t)ix2 * Cin : zeros;
-        __global const float* a3 = (ix3 >= 0 && ix3 < W && ox0 + 3 < Wo) ? inRow + (size_t)ix3 * Cin : zeros;
-        __global const weight_t* wt = w + ((size_t)tap * Cin + ciBegin) * CoutP + n0;
-        for (int ci = ciBegin; ci < ciEnd; ++ci, wt += CoutP) {
-            const float16 w0 = WLOAD16(0, wt), w1 = WLOAD16(1, wt), w2 = WLOAD16(2, wt), w3 = WLOAD16(3, wt);
-            IGEMM_FMA(a0[ci], c00, c01, c02, c03)
-            IGEMM_FMA(a1[ci], c10, c11, c12, c13)
-            IGEMM_FMA(a2[ci], c20, c21, c22, c23)
-            IGEMM_FMA(a3[ci], c30, c31, c32, c33)
-        }
-    }
-    IGEMM_STORE(0, c00, c01, c02, c03)
-    IGEMM_STORE(1, c10, c11, c12, c13)
-    IGEMM_STORE(2, c20, c21, c22, c23)
-    IGEMM_STORE(3, c30, c31, c32, c33)
-}
+__kernel void conv3x3_igemm(IGEMM_ARGUMENTS) { IGEMM_BODY(4, 4) }
+__kernel void conv3x3_igemm_6x16(IGEMM_ARGUMENTS) { IGEMM_BODY(6, 1) }
+__kernel void conv3x3_igemm_3x32(IGEMM_ARGUMENTS) { IGEMM_BODY(3, 2) }
+__kernel void conv3x3_igemm_8x32(IGEMM_ARGUMENTS) { IGEMM_BODY(8, 2) }
 
 // conv3x3_tiled: the GPU variant for Cin >= 16, an implicit GEMM through local memory with the
 // tiling of gemm_tiled (gemm.cl): M = B * Ho * Wo output pixels, N = Cout, K = 9 * Cin (row k =

@@ -3,7 +3,8 @@
 // several runs) and prints ms and GFLOP/s or GB/s.
 //
 //   swift run -c release mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only NAME] [--variant NAME,...]
-//   (--only head: the UperNet head's 3x3 convolutions as implicit GEMM against gemm_reg on the same M, K, N;
+//   (--only square: gemm_reg on 1024^3, the shape the peers command times OpenBLAS on;
+//   --only head: the UperNet head's 3x3 convolutions as implicit GEMM against gemm_reg on the same M, K, N;
 //   give one --resolution, the shapes do not depend on it)
 //
 // GFLOP/s counts a multiply-add as 2 FLOPs (formulas in MilaCore's specs: GEMM 2MKN, dense conv
@@ -55,7 +56,7 @@ enum BenchError: Error, CustomStringConvertible {
         switch self {
         case let .usage(message):
             return (message.isEmpty ? "" : "\(message)\n")
-                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|fgla|mean|head] [--variant NAME,...] [--per-kernel]"
+                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|fgla|mean|head|square] [--variant NAME,...] [--per-kernel]"
         case let .mismatch(message): return message
         }
     }
@@ -167,6 +168,7 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
         for shape in gemmShapes(resolution: resolution) {
             let x = try random([shape.m, shape.k]), w = try random([shape.n, shape.k], -0.2...0.2), b = try random([shape.n])
             let weights = try GemmWeights(context: context, weight: w, bias: b)
+            let rowWeights = try GemmWeights(context: context, weight: w, bias: b, provider: .clblast)  // CLBlast's layout
             let input = try context.upload(x)
             let output = try context.empty([shape.m, shape.n])
             // Plain linear layers (bias only) for every provider; the fused GELU epilogue of
@@ -181,12 +183,27 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
                     variant: provider.rawValue + (activation == .none ? "" : "+\(activation)"),
                     flops: 2 * Double(shape.m * shape.k * shape.n), bytes: 4 * Double(shape.m * (shape.k + shape.n)),
                     weight: activation == .none ? shape.count : 0,
-                    run: { _ = try context.gemm(input, weights, activation: activation, provider: provider, output: output) },
+                    run: { _ = try context.gemm(input, provider == .clblast ? rowWeights : weights, activation: activation, provider: provider, output: output) },
                     output: { try context.download(output) },
                     expected: { try references.value(key) { try Reference.gemm(x, weight: w, bias: b, activation: activation) } },
                     tolerance: 2e-5))
             }
         }
+    }
+    if only == "square" {
+        // 1024^3, the shape the peers command times OpenBLAS's SGEMM on: the GEMM at its
+        // steadiest (long K, no ragged edges), apart from the model's shapes.
+        let n = 1024
+        let x = try random([n, n]), w = try random([n, n], -0.2...0.2)
+        let weights = try GemmWeights(context: context, weight: w, bias: nil)
+        let input = try context.upload(x), output = try context.empty([n, n])
+        cases.append(Case(
+            context: context, family: "gemm", shape: "M=K=N=\(n)", variant: "register",
+            flops: 2 * Double(n * n * n), bytes: 4 * Double(3 * n * n), weight: 1,
+            run: { _ = try context.gemm(input, weights, provider: .register, output: output) },
+            output: { try context.download(output) },
+            expected: { try references.value("square \(n)") { try Reference.gemm(x, weight: w, bias: nil, activation: .none) } },
+            tolerance: 2e-5))
     }
     if wanted("conv3x3") {
         let size = resolution / 2
@@ -382,7 +399,8 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
                 run: { _ = try context.gemm(gemmInput, gemmWeights, activation: .relu, provider: .register, output: gemmOutput) },
                 output: { try context.download(gemmOutput) },
                 expected: { try references.value(key + " gemm") {
-                    try context.download(try context.gemm(gemmInput, gemmWeights, activation: .relu, provider: .clblast))
+                    let rows = try GemmWeights(context: context, weight: gw, bias: b, provider: .clblast)
+                    return try context.download(try context.gemm(gemmInput, rows, activation: .relu, provider: .clblast))
                 } },
                 tolerance: 2e-5))
         }
@@ -439,8 +457,8 @@ func main() throws {
         GemmTuner.prepare(contexts[variant]!)  // the engine's tuned gemm_reg split (cached per device)
     }
     print("device:   \(device.name) (\(device.platformName), driver \(device.driverVersion), \(device.openCLCVersion))")
-    print("options:  \(CLContext.baseOptions) + per-kernel defines (gemm_reg 4x64 float16 tile; conv VEC=16 XPWxCOV=16x1|8x2 cpu / conv3x3_tiled 64x64 gpu; dwconv VEC=16 XPW=8x2 cpu / dwconv3x3_tiled gpu; attention and forget gate: local-memory work-groups on gpu)")
-    print("gemm_reg: \(tuning.rowTiles) row tiles per work-item for K <= \(tuning.rowTilesMaxDepth), \(tuning.colTiles) column tiles for outputs of \(tuning.colTilesMinOutput)+ floats, K panels of \(tuning.panelRows) rows (tuned per device, cached; MILA_GEMM_TUNING=0 for the defaults)")
+    print("options:  \(CLContext.baseOptions) + per-kernel defines (gemm_reg: tuned register tile; conv VEC=16 XPWxCOV=16x1|8x2 cpu / conv3x3_tiled 64x64 gpu; dwconv VEC=16 XPW=8x2 cpu / dwconv3x3_tiled gpu; attention and forget gate: local-memory work-groups on gpu)")
+    print("gemm_reg: \(tuning.tile) register tile, \(tuning.rowTiles) row tiles per work-item for K <= \(tuning.rowTilesMaxDepth), \(tuning.colTiles) column tiles for outputs of \(tuning.colTilesMinOutput)+ floats, K panels of \(tuning.panelRows) rows (tuned per device, cached; MILA_GEMM_TUNING=0 for the defaults)")
     print("env:      POCL_AFFINITY=\(ProcessInfo.processInfo.environment["POCL_AFFINITY"] ?? "unset"), commit \(commit()), runs \(options.runs) (median; device time from profiling events)")
     let references = ReferenceCache()
     for resolution in options.resolutions {

@@ -88,15 +88,16 @@ public final class CLContext: @unchecked Sendable {
     }
 
     /// How gemm_reg splits its work here: what `useGemmTuning` set (the engine's tuning pass),
-    /// else `GemmTuning.defaults`; `MILA_GEMM_ROW_TILES`, `MILA_GEMM_COL_TILES` and
-    /// `MILA_GEMM_PANEL_K` override either.
+    /// else `GemmTuning.defaults`; `MILA_GEMM_TILE` (4x64, 6x16, 3x32, 8x32),
+    /// `MILA_GEMM_ROW_TILES`, `MILA_GEMM_COL_TILES` and `MILA_GEMM_PANEL_K` override either.
     public var gemmTuning: GemmTuning {
         lock.lock(); defer { lock.unlock() }
         var tuning = gemmTuningValue ?? .defaults
         let environment = ProcessInfo.processInfo.environment
-        if let raw = environment["MILA_GEMM_ROW_TILES"], let value = Int(raw), [1, 2, 4, 8].contains(value) { tuning.rowTiles = value }
-        if let raw = environment["MILA_GEMM_COL_TILES"], let value = Int(raw), [1, 2, 4, 8].contains(value) { tuning.colTiles = value }
+        if let raw = environment["MILA_GEMM_ROW_TILES"], let value = Int(raw), [1, 2, 4, 8, 16, 32, 64].contains(value) { tuning.rowTiles = value }
+        if let raw = environment["MILA_GEMM_COL_TILES"], let value = Int(raw), [1, 2, 4, 8, 16, 32, 64].contains(value) { tuning.colTiles = value }
         if let raw = environment["MILA_GEMM_PANEL_K"], let value = Int(raw), value >= 16 { tuning.panelRows = value }
+        if let raw = environment["MILA_GEMM_TILE"], let tile = GemmTile(parsing: raw) { tuning.tile = tile }
         return tuning
     }
 

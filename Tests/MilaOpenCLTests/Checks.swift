@@ -27,7 +27,7 @@ func checkGemm(_ context: CLContext, _ c: GemmCase, provider: GemmProvider?, pre
     let b = c.bias ? try random([c.n], label + "b") : nil
     let r = c.residual ? try random([c.m, c.n], label + "r") : nil
     let mul = c.multiply ? try random([c.m, c.n], label + "m") : nil
-    let weights = try GemmWeights(context: context, weight: w, bias: b, precision: precision)
+    let weights = try GemmWeights(context: context, weight: w, bias: b, precision: precision, provider: provider)
     if precision == .fp16 { w = try Tensor(shape: w.shape, data: Precision.roundedToHalf(w.data)) }
     let expected = try Reference.gemm(x, weight: w, bias: b, activation: c.activation, residual: r, multiply: mul)
     let y = try context.gemm(try context.upload(x), weights, activation: c.activation,

@@ -49,19 +49,22 @@ import Testing
         try checkGemm(context, Self.cases[1], provider: .clblast)
     }
 
-    /// gemm_reg's work splits (several 4 x 64 tiles per work-item, K in panels through the
-    /// output) against the reference, and bit for bit against the unsplit kernel: the sum
-    /// order over K is the same, and a partial sum round-trips float32 exactly. An in-place
+    /// gemm_reg's register tiles and work splits (several tiles per work-item, K in panels
+    /// through the output) against the reference, and bit for bit against the unsplit 4x64
+    /// kernel: every tile sums over K in the same order, and a partial sum round-trips float32 exactly. An in-place
     /// residual (output = residual) runs in one panel and is still right. Fresh contexts, so
     /// the shared ones keep their tuning.
     @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
     func registerKernelSplits(_ implementation: Implementation) throws {
         let plain = try CLContext(device: implementation.device!, variant: .cpu)
         plain.useGemmTuning(GemmTuning(rowTiles: 1, panelRows: 1 << 20, rowTilesMaxDepth: 1 << 20))
-        let splits = [GemmTuning(rowTiles: 2, panelRows: 16, rowTilesMaxDepth: 1 << 20),
-                      GemmTuning(rowTiles: 4, panelRows: 48, rowTilesMaxDepth: 300, colTiles: 2, colTilesMinOutput: 1),
-                      GemmTuning(rowTiles: 8, panelRows: 1000, rowTilesMaxDepth: 64, colTiles: 4, colTilesMinOutput: 5000),
-                      GemmTuning(rowTiles: 1, panelRows: 100, rowTilesMaxDepth: 0, colTiles: 8, colTilesMinOutput: 0)]
+        let tiles = GemmTile.all
+        #expect(tiles.count == 4, "each register tile below gets one split")
+        let splits = [GemmTuning(tile: tiles[0], rowTiles: 2, panelRows: 16, rowTilesMaxDepth: 1 << 20),
+                      GemmTuning(tile: tiles[1], rowTiles: 4, panelRows: 48, rowTilesMaxDepth: 300, colTiles: 2, colTilesMinOutput: 1),
+                      GemmTuning(tile: tiles[2], rowTiles: 8, panelRows: 1000, rowTilesMaxDepth: 64, colTiles: 4, colTilesMinOutput: 5000),
+                      GemmTuning(tile: tiles[3], rowTiles: 1, panelRows: 100, rowTilesMaxDepth: 0, colTiles: 8, colTilesMinOutput: 0),
+                      GemmTuning(tile: tiles[1], rowTiles: 1, panelRows: 1 << 20, rowTilesMaxDepth: 0)]
         for tuning in splits {
             let context = try CLContext(device: implementation.device!, variant: .cpu)
             context.useGemmTuning(tuning)
@@ -101,13 +104,41 @@ import Testing
                 && GemmTuner.colTileCandidates.contains(tuned.colTiles))
         let file = GemmTuner.cacheFile(for: first, in: cache)
         #expect(try JSONDecoder().decode(GemmTuning.self, from: Data(contentsOf: file)) == tuned)
-        let planted = GemmTuning(rowTiles: 8, panelRows: 777, rowTilesMaxDepth: 99, colTiles: 2, colTilesMinOutput: 12345)
+        let planted = GemmTuning(tile: GemmTile(parsing: "3x32")!, rowTiles: 8, panelRows: 777, rowTilesMaxDepth: 99, colTiles: 2, colTilesMinOutput: 12345)
         try JSONEncoder().encode(planted).write(to: file)
         let second = try CLContext(device: Implementation.pocl.device!, variant: .cpu)
         #expect(GemmTuner.prepare(second, cache: cache) == planted)
         #expect(second.gemmTuning == planted)
+        // A tile gemm.cl has no kernel for is refused, and the pass times again.
+        var foreign = try JSONSerialization.jsonObject(with: JSONEncoder().encode(planted)) as! [String: Any]
+        foreign["tile"] = ["rows": 5, "columns": 24]
+        try JSONSerialization.data(withJSONObject: foreign).write(to: file)
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(GemmTuning.self, from: Data(contentsOf: file)) }
+        let third = try CLContext(device: Implementation.pocl.device!, variant: .cpu)
+        #expect(GemmTile.all.contains(GemmTuner.prepare(third, cache: cache).tile))
         let gpu = try CLContext(device: Implementation.pocl.device!, variant: .gpu)
         #expect(GemmTuner.prepare(gpu, cache: cache) == .defaults, "gemm_reg is the CPU kernel: no tuning on the GPU variant")
+    }
+
+    /// Weights packed for one provider: panels for gemm_reg and gemm_tiled, rows for CLBlast;
+    /// gemm_reg and gemm_tiled read both (the GPU default's fallback runs on CLBlast's rows), and CLBlast
+    /// refuses panels in one line instead of reading them as rows.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func weightLayouts(_ implementation: Implementation) throws {
+        let context = try CLContext(device: implementation.device!, variant: .cpu)
+        let x = try random([37, 70], "layout x"), w = try random([90, 70], "layout w", in: -0.5...0.5), b = try random([90], "layout b")
+        let expected = try Reference.gemm(x, weight: w, bias: b, activation: .silu)
+        let panels = try GemmWeights(context: context, weight: w, bias: b)
+        let rows = try GemmWeights(context: context, weight: w, bias: b, provider: .clblast)
+        #expect(panels.layout == .panels && rows.layout == .rows)
+        let input = try context.upload(x)
+        for (weights, provider) in [(panels, GemmProvider.register), (panels, .tiled), (rows, .register), (rows, .tiled), (rows, .clblast)] {
+            expectClose(try context.download(try context.gemm(input, weights, activation: .silu, provider: provider)), expected,
+                        Tolerances.accumulation, "\(weights.layout) weights on \(provider)")
+        }
+        #expect(throws: MilaError.unsupported(op: "gemm", message: "the CLBlast provider needs row-major weights; these were packed in panels for gemm_reg (pack them with provider: .clblast)")) {
+            try context.gemm(input, panels, provider: .clblast)
+        }
     }
 
     @Test func rejectsMismatchedShapes() throws {

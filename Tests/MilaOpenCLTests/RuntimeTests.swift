@@ -181,11 +181,26 @@ import Testing
     }
 }
 
+/// gemm_reg with another register tile (the tuning pass's choice on some devices).
+private func checkGemmTile(_ context: CLContext, _ tile: String, _ c: GemmCase) throws {
+    context.useGemmTuning(GemmTuning(tile: try #require(GemmTile(parsing: tile)), rowTiles: 1, panelRows: 1024, rowTilesMaxDepth: 256))
+    try checkGemm(context, c, provider: .register)
+}
+
+/// conv3x3_igemm with another register tile (the GEMM's tuned tile on some devices).
+private func checkIgemmTile(_ context: CLContext, _ tile: String, _ c: ConvCase) throws {
+    context.useGemmTuning(GemmTuning(tile: try #require(GemmTile(parsing: tile)), rowTiles: 1, panelRows: 1024, rowTilesMaxDepth: 256))
+    try checkConv(context, c, implicitGemm: true)
+}
+
 /// Fails when a `__kernel` in Kernels/ has no exercise here, or its exercise does not launch it.
 /// Each exercise is a small instance of the op tests' checks (so the result is checked too).
 @Suite("Kernel coverage") struct KernelCoverageTests {
     static let exercises: [String: (variant: KernelVariant, run: (CLContext) throws -> Void)] = [
         "gemm_reg": (.cpu, { try checkGemm($0, GemmCase(m: 5, k: 7, n: 9, activation: .gelu), provider: .register) }),
+        "gemm_reg_6x16": (.cpu, { try checkGemmTile($0, "6x16", GemmCase(m: 7, k: 5, n: 17, activation: .gelu)) }),
+        "gemm_reg_3x32": (.cpu, { try checkGemmTile($0, "3x32", GemmCase(m: 4, k: 9, n: 33, residual: true)) }),
+        "gemm_reg_8x32": (.cpu, { try checkGemmTile($0, "8x32", GemmCase(m: 9, k: 6, n: 31, activation: .silu)) }),
         "gemm_tiled": (.gpu, { try checkGemm($0, GemmCase(m: 5, k: 7, n: 9, activation: .silu), provider: .tiled) }),
         "gemm_epilogue": (.cpu, { try checkGemm($0, GemmCase(m: 5, k: 7, n: 9, residual: true), provider: .clblast) }),
         "conv3x3": (.cpu, { try checkConv($0, ConvCase(height: 5, width: 3, inChannels: 3, outChannels: 5, stride: 2)) }),
@@ -221,6 +236,9 @@ import Testing
         "eltwise_activation": (.cpu, { try checkActivation($0, .gelu, count: 7, range: -3...3) }),
         "copy_vec16": (.cpu, { try checkCopy($0, count: 21) }),
         "pad_bottom_right": (.cpu, { try checkPad($0, shape: [1, 1, 2, 3], height: 2, width: 3) }),
+        "conv3x3_igemm_6x16": (.cpu, { try checkIgemmTile($0, "6x16", ConvCase(height: 4, width: 7, inChannels: 16, outChannels: 32, stride: 2)) }),
+        "conv3x3_igemm_3x32": (.cpu, { try checkIgemmTile($0, "3x32", ConvCase(height: 5, width: 4, inChannels: 20, outChannels: 33, stride: 1)) }),
+        "conv3x3_igemm_8x32": (.cpu, { try checkIgemmTile($0, "8x32", ConvCase(height: 3, width: 9, inChannels: 17, outChannels: 40, stride: 1)) }),
         "conv3x3_igemm": (.cpu, { try checkConv($0, ConvCase(height: 3, width: 5, inChannels: 64, outChannels: 20, stride: 1), implicitGemm: true) }),
         "resize_bilinear": (.cpu, { try checkResize($0, ResizeCase(height: 3, width: 2, channels: 3, outHeight: 5, outWidth: 4)) }),
         "resize_bilinear_vec": (.cpu, { try checkResize($0, ResizeCase(height: 3, width: 2, channels: 32, outHeight: 5, outWidth: 4)) }),
@@ -247,7 +265,8 @@ import Testing
     }
 
     @Test func entryPointsAreParsed() {
-        #expect(KernelSource.gemm.entryPoints == ["gemm_reg", "gemm_tiled", "gemm_epilogue"])
+        #expect(KernelSource.gemm.entryPoints == ["gemm_reg", "gemm_reg_6x16", "gemm_reg_3x32", "gemm_reg_8x32", "gemm_tiled", "gemm_epilogue"])
+        #expect(GemmTile.all.map(\.kernelName) == ["gemm_reg", "gemm_reg_6x16", "gemm_reg_3x32", "gemm_reg_8x32"])
         #expect(KernelSource.common.entryPoints.isEmpty)
     }
 }

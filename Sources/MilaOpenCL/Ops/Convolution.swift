@@ -2,7 +2,8 @@ import Foundation
 import MilaCore
 
 /// 3x3 convolution weights on the device, packed once (see Kernels/conv3x3.cl, dwconv3x3.cl).
-/// Dense: (Cout, Cin, 3, 3) -> (3, 3, Cin, CoutP), CoutP = Cout rounded up to 16.
+/// Dense: (Cout, Cin, 3, 3) -> (3, 3, Cin, CoutP), CoutP = Cout rounded up to 16 (or 32); for
+/// conv3x3_igemm, panels of 16 output channels, each (9 Cin) x 16, CoutP rounded up to 64.
 /// Depthwise: (C, 1, 3, 3) -> (9, C). Fold BatchNorm first (BatchNormFolding). With `.fp16`
 /// the packed weight is stored as half floats (the bias stays float32).
 public struct Conv3x3Weights {
@@ -22,16 +23,17 @@ public struct Conv3x3Weights {
         return taps * precision.bytesPerWeight + (bias == nil ? 0 : paddedOutChannels * 4)
     }
 
-    /// K rows (of 9 Cin) per conv3x3_igemm launch: a weight panel of rows x 64 floats per
+    /// K rows (of 9 Cin) per conv3x3_igemm launch: a weight panel of rows x tile columns floats per
     /// work-item within `MILA_IGEMM_PANEL_KB` (default 256 KiB) so it stays in cache for every
     /// pixel tile of the launch. Swept on a 2-vCPU Zen 4 EPYC (2 MiB L2 in all, 2026-12-04,
     /// `mila-kernel-bench --only head --variant igemm`): 32/64/128/256/512/2048 KiB gave
     /// 110/159/181/182/130/135 GFLOP/s over the head's shapes (fpn_bottleneck 128x128: 104, 156,
     /// 177, 185, 120, 125); 512 KiB had measured best on the previous session's EPYC.
-    static let rowsPerLaunch: Int = {
-        let kib = ProcessInfo.processInfo.environment["MILA_IGEMM_PANEL_KB"].flatMap { Int($0) } ?? 256
-        return max(16, kib * 1024 / (64 * 4))
-    }()
+    static func rowsPerLaunch(tileColumns: Int) -> Int {
+        max(16, panelBytes / (tileColumns * 4))
+    }
+
+    static let panelBytes = (ProcessInfo.processInfo.environment["MILA_IGEMM_PANEL_KB"].flatMap { Int($0) } ?? 256) * 1024
 
     /// Dense convolutions with at least this many input channels run as an implicit GEMM on
     /// CPUs (the UperNet head's 512-2816), and so do those with at least
@@ -76,7 +78,10 @@ public struct Conv3x3Weights {
         weightShape = weight.shape
         self.depthwise = depthwise
         self.precision = precision
-        let wide = cin >= Self.implicitGemmMinWideChannels && cout >= 64
+        // 16+ input channels and output channels that fill the tiles: 64+, or whole tiles of a
+        // narrow one (the stem's 32 -> 32 on a 16-column tile).
+        let tileColumns = context.gemmTuning.tile.columns
+        let wide = cin >= Self.implicitGemmMinWideChannels && (cout >= 64 || cout % tileColumns == 0)
         let igemm = !depthwise && (implicitGemm ?? (context.variant == .cpu && (cin >= Self.implicitGemmMinChannels || wide)))
         self.implicitGemm = igemm
         zeros = igemm ? try context.upload([Float](repeating: 0, count: cin)) : nil
@@ -90,8 +95,11 @@ public struct Conv3x3Weights {
             let coutP = roundUp(cout, to: igemm ? 64 : 16 * Self.channelVectors(outChannels: cout))
             paddedOutChannels = coutP
             var packed = [Float](repeating: 0, count: 9 * cin * coutP)
+            let k = 9 * cin
             for o in 0..<cout {
-                for i in 0..<cin { for tap in 0..<9 { packed[(tap * cin + i) * coutP + o] = weight.data[(o * cin + i) * 9 + tap] } }
+                // Row r = tap * Cin + i of the GEMM's B: (r, o) in rows, or in o's 16-channel panel.
+                let (start, step) = igemm ? ((o / 16) * k * 16 + o % 16, 16) : (o, coutP)
+                for i in 0..<cin { for tap in 0..<9 { packed[start + (tap * cin + i) * step] = weight.data[(o * cin + i) * 9 + tap] } }
             }
             self.packed = try context.uploadWeights(packed, precision: precision)
             self.bias = try bias.map { try context.upload($0.data + [Float](repeating: 0, count: coutP - cout)) }
@@ -148,10 +156,12 @@ extension CLContext {
                                    .int(Int32(blocks))])
         } else if weights.implicitGemm {
             // conv3x3.cl needs a VEC for its other kernel; the CPU conv3x3 build serves both.
-            let kernel = try self.kernel(.conv3x3, "conv3x3_igemm", defines: ["VEC=16", "XPW=8", "COV=2"] + weights.precision.kernelDefines)
-            let k = 9 * spec.inChannels, step = Conv3x3Weights.rowsPerLaunch
+            let tile = gemmTuning.tile
+            let kernel = try self.kernel(.conv3x3, "conv3x3_igemm" + (tile == .wide ? "" : "_\(tile)"),
+                                         defines: directConvDefines(outChannels: 64) + weights.precision.kernelDefines)
+            let k = 9 * spec.inChannels, step = Conv3x3Weights.rowsPerLaunch(tileColumns: tile.columns)
             for begin in Swift.stride(from: 0, to: k, by: step) {
-                try launch(kernel, global: [ceilDiv(spec.outWidth, 4), spec.batch * spec.outHeight, weights.paddedOutChannels / 64],
+                try launch(kernel, global: [ceilDiv(spec.outWidth, tile.rows), spec.batch * spec.outHeight, weights.paddedOutChannels / tile.columns],
                            local: [1, 1, 1],
                            arguments: [.int(h), .int(w), .int(Int32(spec.inChannels)), .int(ho), .int(wo), .int(Int32(spec.outChannels)),
                                        .int(Int32(weights.paddedOutChannels)), .int(Int32(stride)),
@@ -169,9 +179,7 @@ extension CLContext {
                                    .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)]
                            + view + [.int(Int32(m))])
         } else {
-            let vec = gpu ? 4 : 16
-            let cov = gpu ? 1 : Conv3x3Weights.channelVectors(outChannels: spec.outChannels)
-            let xpw = gpu ? 1 : 16 / cov
+            let (vec, cov, xpw) = gpu ? (4, 1, 1) : directConvTile(outChannels: spec.outChannels)
             let kernel = try self.kernel(.conv3x3, "conv3x3", defines: ["VEC=\(vec)", "XPW=\(xpw)", "COV=\(cov)"] + weights.precision.kernelDefines)
             try launch(kernel, global: [weights.paddedOutChannels / (vec * cov), ceilDiv(spec.outWidth, xpw), spec.batch * spec.outHeight],
                        arguments: [.int(h), .int(w), .int(Int32(spec.inChannels)), .int(ho), .int(wo), .int(Int32(spec.outChannels)),
@@ -181,6 +189,25 @@ extension CLContext {
                            + view)
         }
         return y
+    }
+}
+
+extension CLContext {
+    /// conv3x3's CPU register tile: VEC-wide vectors, COV of them (output channels) x XPW
+    /// pixels. With the GEMM's wide tile (AVX-512: 16 float16 accumulators fit) VEC 16 and
+    /// `channelVectors`; with a narrow one (AVX2's 16 ymm registers) float8 x 2 x 6 pixels, 12
+    /// accumulators like gemm_reg_6x16 (16 float16 spilled there).
+    func directConvTile(outChannels: Int) -> (vec: Int, cov: Int, xpw: Int) {
+        if !gemmTuning.tile.isWide { return (8, 2, 6) }
+        let cov = Conv3x3Weights.channelVectors(outChannels: outChannels)
+        return (16, cov, 16 / cov)
+    }
+
+    /// The build defines of `directConvTile`; conv3x3_igemm is built with them too (one
+    /// program for both kernels).
+    func directConvDefines(outChannels: Int) -> [String] {
+        let (vec, cov, xpw) = directConvTile(outChannels: outChannels)
+        return ["VEC=\(vec)", "XPW=\(xpw)", "COV=\(cov)"]
     }
 }
 

@@ -23,22 +23,43 @@ public enum GemmProvider: String, CaseIterable, Sendable {
     }
 }
 
-/// Linear-layer weights on the device, packed once: (N, K) -> (K, ldb) with ldb = N rounded up
-/// to 64 and zero columns, bias padded to ldb. With `.fp16` the packed weight is stored as
-/// half floats (the bias stays float32).
+/// Linear-layer weights on the device, packed once from (N, K), with N padded to ldb = N rounded
+/// up to 64 by zero columns and the bias padded to ldb, in one of two layouts:
+/// - `.panels` (gemm_reg, gemm_tiled): ldb/16 panels of 16 columns, each K x 16 contiguous, so
+///   a register tile's weights stream from one sequential run of memory. With rows ldb apart, a
+///   16-column strip maps to a few cache sets (all to one for ldb = 1024) and left L1 on every
+///   step: 1024^3 ran at 87 GFLOP/s in rows and 152 in panels (Zen 3, PoCL).
+/// - `.rows` (CLBlast's row-major SGEMM, and gemm_tiled): (K, ldb) row-major.
+/// The kernels take the layout as two strides: element (k, n) is at
+/// k * rowStride + (n / 16) * blockStride + n % 16.
+/// With `.fp16` the packed weight is stored as half floats (the bias stays float32).
 public struct GemmWeights {
+    public enum Layout: Sendable {
+        case panels
+        case rows
+    }
+
     public let inFeatures: Int   // K
     public let outFeatures: Int  // N
     public let leadingDimension: Int
     public let precision: Precision
+    public let layout: Layout
     let packed: CLBuffer
     let bias: CLBuffer?
     public var weightShape: [Int] { [outFeatures, inFeatures] }
+    /// (rowStride, blockStride) of the layout, the kernels' arguments.
+    var strides: [KernelArgument] {
+        layout == .rows ? [.int(Int32(leadingDimension)), .int(16)] : [.int(16), .int(Int32(16 * inFeatures))]
+    }
+
     /// Bytes of the packed weight and bias on the device.
     public var bytes: Int { inFeatures * leadingDimension * precision.bytesPerWeight + (bias == nil ? 0 : leadingDimension * 4) }
 
     /// `name` labels errors (the checkpoint tensor). `.fp16` needs a device with cl_khr_fp16.
-    public init(context: CLContext, weight: Tensor, bias: Tensor?, precision: Precision = .fp32, name: String = "weight") throws {
+    /// `provider`: who will run them (default: the context's), which picks the layout: rows for
+    /// CLBlast, panels otherwise.
+    public init(context: CLContext, weight: Tensor, bias: Tensor?, precision: Precision = .fp32, name: String = "weight",
+                provider: GemmProvider? = nil) throws {
         guard weight.shape.count == 2 else {
             throw MilaError.shapeMismatch(op: "gemm", tensor: name, expected: "(out, in)", actual: weight.shape)
         }
@@ -49,9 +70,17 @@ public struct GemmWeights {
         try context.require(precision)
         if precision == .fp16 { try Precision.checkFitsHalf(weight, name: name) }
         let ldb = roundUp(n, to: 64)
+        let layout: Layout = (provider ?? GemmProvider.resolve(for: context.variant)) == .clblast ? .rows : .panels
         var packed = [Float](repeating: 0, count: k * ldb)
-        for o in 0..<n { for i in 0..<k { packed[i * ldb + o] = weight.data[o * k + i] } }
-        (inFeatures, outFeatures, leadingDimension) = (k, n, ldb)
+        weight.data.withUnsafeBufferPointer { w in
+            packed.withUnsafeMutableBufferPointer { p in
+                for o in 0..<n {
+                    let (start, step) = layout == .rows ? (o, ldb) : ((o / 16) * k * 16 + o % 16, 16)
+                    for i in 0..<k { p[start + i * step] = w[o * k + i] }
+                }
+            }
+        }
+        (inFeatures, outFeatures, leadingDimension, self.layout) = (k, n, ldb, layout)
         self.precision = precision
         self.packed = try context.uploadWeights(packed, precision: precision)
         self.bias = try bias.map { try context.upload($0.data + [Float](repeating: 0, count: ldb - n)) }
@@ -89,12 +118,16 @@ extension CLContext {
         if half && chosen == .clblast {
             throw MilaError.unsupported(op: "gemm", message: "the CLBlast provider needs float32 weights; fp16 weights run on gemm_reg or gemm_tiled")
         }
+        if chosen == .clblast && weights.layout != .rows {
+            throw MilaError.unsupported(op: "gemm", message: "the CLBlast provider needs row-major weights; these were packed in panels for gemm_reg (pack them with provider: .clblast)")
+        }
         let defines = weights.precision.kernelDefines
         switch chosen {
         case .register:
-            let plan = gemmTuning.plan(rows: spec.rows, columns: spec.outFeatures, depth: spec.inFeatures, computeUnits: device.computeUnits)
-            let kernel = try self.kernel(.gemm, "gemm_reg", defines: defines)
-            let tiles = [ceilDiv(spec.outFeatures, 64 * plan.colTiles), ceilDiv(spec.rows, 4 * plan.rowTiles)]
+            let tuning = gemmTuning
+            let plan = tuning.plan(rows: spec.rows, columns: spec.outFeatures, depth: spec.inFeatures, computeUnits: device.computeUnits)
+            let kernel = try self.kernel(.gemm, tuning.tile.kernelName, defines: defines)
+            let tiles = [ceilDiv(spec.outFeatures, tuning.tile.columns * plan.colTiles), ceilDiv(spec.rows, tuning.tile.rows * plan.rowTiles)]
             let rowsFirst = spec.outFeatures > spec.rows
             // K panels accumulate their partial sums in y, so y must not also be read by the
             // epilogue (an in-place residual or multiply): then K runs in one panel.
@@ -102,7 +135,7 @@ extension CLContext {
             let step = aliased ? spec.inFeatures : plan.panelRows
             for begin in Swift.stride(from: 0, to: spec.inFeatures, by: step) {
                 try launch(kernel, global: rowsFirst ? tiles.reversed() : tiles, local: [1, 1],
-                           arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
+                           arguments: [.int(m), .int(n), .int(k)] + weights.strides + [.buffer(x.buffer), .buffer(weights.packed)]
                                + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue), .int(rowsFirst ? 1 : 0),
                                              .int(Int32(begin)), .int(Int32(min(begin + step, spec.inFeatures))),
                                              .int(Int32(plan.rowTiles)), .int(Int32(plan.colTiles))])
@@ -110,7 +143,7 @@ extension CLContext {
         case .tiled:
             let kernel = try self.kernel(.gemm, "gemm_tiled", defines: defines)
             try launch(kernel, global: [16 * ceilDiv(spec.outFeatures, 64), 16 * ceilDiv(spec.rows, 64)], local: [16, 16],
-                       arguments: [.int(m), .int(n), .int(k), .int(Int32(weights.leadingDimension)), .buffer(x.buffer), .buffer(weights.packed)]
+                       arguments: [.int(m), .int(n), .int(k)] + weights.strides + [.buffer(x.buffer), .buffer(weights.packed)]
                            + epilogue + [.buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
         case .clblast:
             do {
@@ -147,13 +180,55 @@ extension CLContext {
     }
 }
 
-/// How gemm_reg splits its work on a device: `rowTiles` 4 x 64 tiles down and `colTiles`
-/// across per work-item (one B panel reused down the rows, the A rows reused across the
-/// panels: fewer, longer work-items where K is short, and rows written whole where the output
-/// streams to memory), and `panelRows` K rows per launch (a panel of panelRows x 64 weights
-/// per work-item that stays in cache; partial sums go through the output). Chosen per device
-/// by `GemmTuner` (cached beside the kernel binaries), else the defaults.
+/// gemm_reg's register tile: `rows` x `columns` accumulators per tile, one kernel each in
+/// gemm.cl (4x64 is `gemm_reg`, the others `gemm_reg_<rows>x<columns>`). Which one fits a
+/// device's vector registers is measured by `GemmTuner`: 4x64 holds 16 zmm on AVX-512; on AVX2's
+/// sixteen ymm registers it spills, and 6x16 or 3x32 (12 accumulators) fit.
+public struct GemmTile: Codable, Hashable, Sendable, CustomStringConvertible {
+    public let rows: Int
+    public let columns: Int
+
+    public static let wide = GemmTile(rows: 4, columns: 64)
+    /// The tiles gemm.cl has kernels for.
+    public static let all = [wide, GemmTile(rows: 6, columns: 16), GemmTile(rows: 3, columns: 32), GemmTile(rows: 8, columns: 32)]
+
+    public var kernelName: String { self == .wide ? "gemm_reg" : "gemm_reg_\(rows)x\(columns)" }
+    /// 16 float16 accumulators (16 zmm): a tile for AVX-512's 32 vector registers; the others
+    /// hold 12 and fit AVX2's sixteen. The convolutions choose their tiles by it.
+    public var isWide: Bool { rows * columns >= 256 }
+    public var description: String { "\(rows)x\(columns)" }
+
+    /// "6x16" -> one of `all`; nil for anything else.
+    public init?(parsing text: String) {
+        guard let tile = Self.all.first(where: { $0.description == text.lowercased() }) else { return nil }
+        self = tile
+    }
+
+    init(rows: Int, columns: Int) {
+        (self.rows, self.columns) = (rows, columns)
+    }
+
+    private enum CodingKeys: String, CodingKey { case rows, columns }
+
+    /// Only the tiles gemm.cl has kernels for (a cached tuning from elsewhere is refused).
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let tile = GemmTile(rows: try container.decode(Int.self, forKey: .rows), columns: try container.decode(Int.self, forKey: .columns))
+        guard Self.all.contains(tile) else {
+            throw DecodingError.dataCorruptedError(forKey: .rows, in: container, debugDescription: "gemm.cl has no \(tile) register tile")
+        }
+        self = tile
+    }
+}
+
+/// How gemm_reg computes on a device: its register `tile`; `rowTiles` tiles down and
+/// `colTiles` across per work-item (one B panel reused down the rows, the A rows reused across
+/// the panels: fewer, longer work-items where K is short, and rows written whole where the
+/// output streams to memory), and `panelRows` K rows per launch (a panel of panelRows x tile
+/// columns weights per work-item that stays in cache; partial sums go through the output).
+/// Chosen per device by `GemmTuner` (cached beside the kernel binaries), else the defaults.
 public struct GemmTuning: Codable, Equatable, Sendable {
+    public var tile: GemmTile
     public var rowTiles: Int
     public var panelRows: Int
     /// Row tiles only for K up to this depth (longer K amortises a work-item's start already).
@@ -164,7 +239,8 @@ public struct GemmTuning: Codable, Equatable, Sendable {
 
     public static let defaults = GemmTuning(rowTiles: 1, panelRows: 1024, rowTilesMaxDepth: 256, colTiles: 1, colTilesMinOutput: 1 << 21)
 
-    public init(rowTiles: Int, panelRows: Int, rowTilesMaxDepth: Int, colTiles: Int = 1, colTilesMinOutput: Int = 1 << 21) {
+    public init(tile: GemmTile = .wide, rowTiles: Int, panelRows: Int, rowTilesMaxDepth: Int, colTiles: Int = 1, colTilesMinOutput: Int = 1 << 21) {
+        self.tile = tile
         self.rowTiles = rowTiles
         self.panelRows = panelRows
         self.rowTilesMaxDepth = rowTilesMaxDepth
@@ -177,10 +253,11 @@ public struct GemmTuning: Codable, Equatable, Sendable {
     /// at least 8 work-items (stage 3 at 224 has 49 rows).
     func plan(rows: Int, columns: Int, depth: Int, computeUnits: Int) -> (rowTiles: Int, colTiles: Int, panelRows: Int) {
         var down = depth <= rowTilesMaxDepth ? max(1, rowTiles) : 1
-        var across = rows * columns >= colTilesMinOutput ? min(max(1, colTiles), ceilDiv(columns, 64)) : 1
+        var across = rows * columns >= colTilesMinOutput ? min(max(1, colTiles), ceilDiv(columns, tile.columns)) : 1
         let enough = 8 * max(1, computeUnits)
-        while across > 1 && ceilDiv(columns, 64 * across) * ceilDiv(rows, 4 * down) < enough { across /= 2 }
-        while down > 1 && ceilDiv(columns, 64 * across) * ceilDiv(rows, 4 * down) < enough { down /= 2 }
+        func workItems() -> Int { ceilDiv(columns, tile.columns * across) * ceilDiv(rows, tile.rows * down) }
+        while across > 1 && workItems() < enough { across /= 2 }
+        while down > 1 && workItems() < enough { down /= 2 }
         return (down, across, max(16, panelRows))
     }
 }

@@ -2,14 +2,14 @@ import Foundation
 import MilaCore
 import MilaKernels
 
-/// The per-device tuning pass of gemm_reg: times each candidate split of the work on a few
+/// The per-device tuning pass of gemm_reg: times each register tile and split of the work on a few
 /// model-like shapes and keeps the fastest. Runs once per (device, driver, gemm.cl source) on
 /// first use and is cached beside the kernel binaries (`ProgramDiskCache`'s folder, keyed the
 /// same way), so later processes load it in microseconds. `MILA_GEMM_TUNING=0` turns it off
 /// (the defaults run); `MILA_GEMM_TUNING=retune` times again and overwrites the cache.
 public enum GemmTuner {
     public static let environmentVariable = "MILA_GEMM_TUNING"
-    static let version = "gemm-tuning-v2"
+    static let version = "gemm-tuning-v3"
 
     /// Shapes (M, K, N) standing for the model's GEMMs: short K (stage 1 at 224 and every size
     /// above it), medium K, small M (stage 4), one K long enough to need panels (the UperNet
@@ -62,8 +62,8 @@ public enum GemmTuner {
         return cache.folder.appendingPathComponent("gemm-tuning-" + key.map { String(format: "%02x", $0) }.joined() + ".json")
     }
 
-    /// Times every candidate: row tiles on the short-K shapes, column tiles on the large
-    /// output, then the panel depth on the long-K shape; each the median of 5 device-timed runs
+    /// Times every candidate: the register tile on all the shapes, row tiles on the short-K
+    /// shapes, column tiles on the large output, then the panel depth on the long-K shape; each the median of 5 device-timed runs
     /// after a warm-up.
     public static func measure(_ context: CLContext) throws -> GemmTuning {
         let cases = try shapes.enumerated().map { index, shape -> (x: DeviceTensor, w: GemmWeights, y: DeviceTensor, k: Int) in
@@ -89,7 +89,7 @@ public enum GemmTuner {
         let shortK = cases.indices.filter { cases[$0].k <= best.rowTilesMaxDepth && !large.contains($0) }
         let longK = cases.indices.filter { cases[$0].k > 2048 }
         // One knob at a time, the others at their best so far.
-        func choose(_ knob: WritableKeyPath<GemmTuning, Int>, from values: [Int], on selected: [Int]) throws {
+        func choose<Value>(_ knob: WritableKeyPath<GemmTuning, Value>, from values: [Value], on selected: [Int]) throws {
             var fastest = (value: best[keyPath: knob], seconds: Double.infinity)
             for value in values {
                 var candidate = best
@@ -99,6 +99,7 @@ public enum GemmTuner {
             }
             best[keyPath: knob] = fastest.value
         }
+        try choose(\.tile, from: GemmTile.all, on: Array(cases.indices))
         try choose(\.rowTiles, from: rowTileCandidates, on: shortK)
         try choose(\.colTiles, from: colTileCandidates, on: large)
         try choose(\.panelRows, from: panelCandidates, on: longK)
