@@ -25,7 +25,7 @@
 #define EPI_RESIDUAL 4
 
 #define MILA_DEFINE_MATH(T, IT, CONVERT_IT, AS_T)                                              \
-inline T mila_exp_##T(T x) {                                                                    \
+__attribute__((always_inline)) inline T mila_exp_##T(T x) {                                     \
     x = clamp(x, (T)(-87.3f), (T)(88.0f));                                                     \
     T n = floor(fma(x, (T)(1.44269504088896341f), (T)(0.5f)));                                 \
     T r = fma(n, (T)(-0.693145751953125f), x);                                                  \
@@ -43,7 +43,7 @@ inline T mila_exp_##T(T x) {                                                    
 }                                                                                               \
 /* erfc(|x| / sqrt 2) (Numerical Recipes erfcc). z^2 = x^2 / 2 is formed from x, not from */ \
 /* the rounded z: d ln erfc / dz = -2z, so a rounded z would cost 2 z^2 ulp (5e-6 at z = 7). */ \
-inline T mila_erfc_scaled_##T(T x) {                                                            \
+__attribute__((always_inline)) inline T mila_erfc_scaled_##T(T x) {                             \
     T z = fabs(x) * (T)(0.70710678118654752f);                                                  \
     T t = (T)(1.0f) / fma((T)(0.5f), z, (T)(1.0f));                                             \
     T p = (T)(0.17087277f);                                                                     \
@@ -65,7 +65,7 @@ inline T mila_erfc_scaled_##T(T x) {                                            
     T sErr = (p - (s - bb)) + (-zz - bb);                                                       \
     return t * mila_exp_##T(s) * ((T)(1.0f) + (sErr - zzErr));                                  \
 }                                                                                               \
-inline T mila_gelu_##T(T x) {                                                                   \
+__attribute__((always_inline)) inline T mila_gelu_##T(T x) {                                    \
     T e = mila_erfc_scaled_##T(x); /* erfc(|x|/sqrt 2) */                                       \
     /* x >= 0: erfc(-z) = 2 - e; x < 0: erfc(z) = e */                                          \
     T hx = (T)(0.5f) * x;                                                                       \
