@@ -198,7 +198,7 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
         let weights = try GemmWeights(context: context, weight: w, bias: nil)
         let input = try context.upload(x), output = try context.empty([n, n])
         cases.append(Case(
-            context: context, family: "gemm", shape: "M=K=N=\(n)", variant: "register",
+            context: context, family: "square", shape: "M=\(n) K=\(n) N=\(n)", variant: "register",
             flops: 2 * Double(n * n * n), bytes: 4 * Double(3 * n * n), weight: 1,
             run: { _ = try context.gemm(input, weights, provider: .register, output: output) },
             output: { try context.download(output) },

@@ -69,9 +69,10 @@ done
 echo "mila-kernel-bench: GEMM, convolutions, copy" >&2
 .build/release/mila-kernel-bench --resolution all --runs "$runs" --only gemm --variant register > "$work/gemm.log"
 .build/release/mila-kernel-bench --resolution 224 --runs 3 --only head --variant igemm,gemm_reg > "$work/head.log"
+.build/release/mila-kernel-bench --resolution 224 --runs "$runs" --only square > "$work/square.log"
 .build/release/mila-kernel-bench --resolution all --runs "$runs" --only conv3x3 --variant cpu > "$work/conv.log"
 .build/release/mila-kernel-bench --resolution all --runs "$runs" --only dwconv3x3 --variant cpu,copy > "$work/dwconv.log"
-cat "$work/gemm.log" "$work/head.log" > "$work/gemm-all.log"
+cat "$work/gemm.log" "$work/head.log" "$work/square.log" > "$work/gemm-all.log"
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$python" Benchmarks/peers/peers.py --sizes "$sizes" --runs "$runs" --threads 2 \
     --gemm-log "$work/gemm-all.log" > "$work/peers.json"
 # The VM's FMA ceiling again: when it moved during the run (neighbours, throttling), the

@@ -181,6 +181,24 @@ import Testing
     @Test("depthwise 3x3", arguments: onHardware(depthwise))
     func depthwise(_ c: Targeted<ConvCase>) throws { try checkConv(try c.context(), c.value) }
 
+    /// With a narrow (AVX2) GEMM tile the CPU convolutions change tiles: conv3x3 builds with
+    /// float8 x 2 x 6 pixels, conv3x3_igemm runs the same narrow tile, and a conv whose output
+    /// channels fill whole 16-column tiles (the stem's 32 -> 32) takes the implicit GEMM.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func narrowRegisterTiles(_ implementation: Implementation) throws {
+        let context = try CLContext(device: implementation.device!, variant: .cpu)
+        context.useGemmTuning(GemmTuning(tile: try #require(GemmTile(parsing: "6x16")), rowTiles: 1, panelRows: 1024, rowTilesMaxDepth: 256))
+        #expect(context.directConvTile(outChannels: 37) == (8, 2, 6))
+        for c in Self.dense {
+            try checkConv(context, c, implicitGemm: false)
+            if c.inChannels >= 16 { try checkConv(context, c, implicitGemm: true) }
+        }
+        let stem = try Conv3x3Weights(context: context, weight: try Tensor(zeros: [32, 32, 3, 3]), bias: nil, depthwise: false)
+        let odd = try Conv3x3Weights(context: context, weight: try Tensor(zeros: [40, 32, 3, 3]), bias: nil, depthwise: false)
+        #expect(stem.implicitGemm && !odd.implicitGemm)
+        #expect(context.launchedKernelNames.isSuperset(of: ["conv3x3", "conv3x3_igemm_6x16"]), "\(context.launchedKernelNames)")
+    }
+
     @Test func rejectsBadArguments() throws {
         let context = try TestDevice.context()
         let weights = try Conv3x3Weights(context: context, weight: try Tensor(zeros: [8, 1, 3, 3]), bias: nil, depthwise: true)

@@ -197,7 +197,7 @@ extension CLContext {
     /// pixels. With the GEMM's wide tile (AVX-512: 16 float16 accumulators fit) VEC 16 and
     /// `channelVectors`; with a narrow one (AVX2's 16 ymm registers) float8 x 2 x 6 pixels, 12
     /// accumulators like gemm_reg_6x16 (16 float16 spilled there).
-    func directConvTile(outChannels: Int) -> (vec: Int, cov: Int, xpw: Int) {
+    public func directConvTile(outChannels: Int) -> (vec: Int, cov: Int, xpw: Int) {
         if !gemmTuning.tile.isWide { return (8, 2, 6) }
         let cov = Conv3x3Weights.channelVectors(outChannels: outChannels)
         return (16, cov, 16 / cov)
