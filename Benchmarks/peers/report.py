@@ -96,7 +96,7 @@ lines += ["", "## GEMM: mila's CPU kernel (gemm_reg) against OpenBLAS on the sam
           "| shapes | mila GFLOP/s | OpenBLAS GFLOP/s | mila / OpenBLAS |", "|---|---|---|---|"]
 for name, v in sgemm.items():
     if isinstance(v, dict):
-        lines.append(f"| {name} ({len(v['shapes'])} shapes) | {v['mila_gflops']:.1f} | {v['openblas_gflops']:.1f} | "
+        lines.append(f"| {name} ({len(v['shapes'])} shape{'s' if len(v['shapes']) > 1 else ''}) | {v['mila_gflops']:.1f} | {v['openblas_gflops']:.1f} | "
                      f"{v['mila_gflops'] / v['openblas_gflops']:.2f}x |")
 if not isinstance(sgemm.get("1024^3"), dict):  # no mila figure for it in the log
     lines.append(f"| 1024^3 | | {sgemm['1024^3 OpenBLAS']:.1f} | |")
