@@ -88,11 +88,11 @@ public final class CLContext: @unchecked Sendable {
     }
 
     /// How gemm_reg splits its work here: what `useGemmTuning` set (the engine's tuning pass),
-    /// else `GemmTuning.defaults`; `MILA_GEMM_TILE` (4x64, 6x16, 3x32, 8x32),
+    /// else `GemmTuning.defaults(for:variant:)`; `MILA_GEMM_TILE` (4x64, 6x16, 3x32, 8x32),
     /// `MILA_GEMM_ROW_TILES`, `MILA_GEMM_COL_TILES` and `MILA_GEMM_PANEL_K` override either.
     public var gemmTuning: GemmTuning {
         lock.lock(); defer { lock.unlock() }
-        var tuning = gemmTuningValue ?? .defaults
+        var tuning = gemmTuningValue ?? .defaults(for: device, variant: variant)
         let environment = ProcessInfo.processInfo.environment
         if let raw = environment["MILA_GEMM_ROW_TILES"], let value = Int(raw), [1, 2, 4, 8, 16, 32, 64].contains(value) { tuning.rowTiles = value }
         if let raw = environment["MILA_GEMM_COL_TILES"], let value = Int(raw), [1, 2, 4, 8, 16, 32, 64].contains(value) { tuning.colTiles = value }

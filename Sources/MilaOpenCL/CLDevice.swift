@@ -19,6 +19,9 @@ public struct CLDeviceInfo: @unchecked Sendable {
     public let localMemory: UInt64
     public let maxAllocation: UInt64
     public let maxWorkGroupSize: Int
+    /// Floats in one native vector (CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT; 0 when unreported): on
+    /// CPUs 16 with AVX-512, 8 with AVX2 (PoCL and Intel's runtime both say so).
+    public let nativeFloatWidth: Int
     public let supportsFP16: Bool
     public let supportsFP64: Bool
     /// Alignment of sub-buffer origins (CL_DEVICE_MEM_BASE_ADDR_ALIGN), in bytes.
@@ -200,6 +203,7 @@ public enum CLDiscovery {
             localMemory: try deviceValue(id, CL_DEVICE_LOCAL_MEM_SIZE) as cl_ulong,
             maxAllocation: try deviceValue(id, CL_DEVICE_MAX_MEM_ALLOC_SIZE) as cl_ulong,
             maxWorkGroupSize: Int(try deviceValue(id, CL_DEVICE_MAX_WORK_GROUP_SIZE) as Int),
+            nativeFloatWidth: (try? deviceValue(id, CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT) as cl_uint).map(Int.init) ?? 0,
             supportsFP16: extensions.contains("cl_khr_fp16"),
             supportsFP64: extensions.contains("cl_khr_fp64"),
             baseAddressAlignment: max(4, Int(try deviceValue(id, CL_DEVICE_MEM_BASE_ADDR_ALIGN) as cl_uint) / 8))

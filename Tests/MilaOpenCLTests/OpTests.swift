@@ -120,6 +120,18 @@ import Testing
         #expect(GemmTuner.prepare(gpu, cache: cache) == .defaults, "gemm_reg is the CPU kernel: no tuning on the GPU variant")
     }
 
+    /// An untuned CPU context starts from the tile its native vector width suits (6x16 below 16
+    /// floats: AVX2), a GPU-variant one from the 4x64 defaults.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func untunedTileFollowsTheVectorWidth(_ implementation: Implementation) throws {
+        guard ProcessInfo.processInfo.environment["MILA_GEMM_TILE"] == nil else { return }
+        let device = try #require(implementation.device)
+        #expect([4, 8, 16].contains(device.nativeFloatWidth), "\(device.name): native float width \(device.nativeFloatWidth)")
+        let cpu = try CLContext(device: device, variant: .cpu)
+        #expect(cpu.gemmTuning.tile == (device.nativeFloatWidth >= 16 ? .wide : .narrow))
+        #expect(try CLContext(device: device, variant: .gpu).gemmTuning == .defaults)
+    }
+
     /// Weights packed for one provider: panels for gemm_reg and gemm_tiled, rows for CLBlast;
     /// gemm_reg and gemm_tiled read both (the GPU default's fallback runs on CLBlast's rows), and CLBlast
     /// refuses panels in one line instead of reading them as rows.

@@ -189,8 +189,9 @@ public struct GemmTile: Codable, Hashable, Sendable, CustomStringConvertible {
     public let columns: Int
 
     public static let wide = GemmTile(rows: 4, columns: 64)
+    public static let narrow = GemmTile(rows: 6, columns: 16)
     /// The tiles gemm.cl has kernels for.
-    public static let all = [wide, GemmTile(rows: 6, columns: 16), GemmTile(rows: 3, columns: 32), GemmTile(rows: 8, columns: 32)]
+    public static let all = [wide, narrow, GemmTile(rows: 3, columns: 32), GemmTile(rows: 8, columns: 32)]
 
     public var kernelName: String { self == .wide ? "gemm_reg" : "gemm_reg_\(rows)x\(columns)" }
     /// 16 float16 accumulators (16 zmm): a tile for AVX-512's 32 vector registers; the others
@@ -238,6 +239,15 @@ public struct GemmTuning: Codable, Equatable, Sendable {
     public var colTilesMinOutput: Int
 
     public static let defaults = GemmTuning(rowTiles: 1, panelRows: 1024, rowTilesMaxDepth: 256, colTiles: 1, colTilesMinOutput: 1 << 21)
+
+    /// The defaults for a context that has not been tuned (tuning off, or never asked): the
+    /// 6x16 tile on a CPU whose native vectors are narrower than 16 floats (AVX2: the 4x64
+    /// tile's accumulators spill there, 2x slower), else `defaults`.
+    public static func defaults(for device: CLDeviceInfo, variant: KernelVariant) -> GemmTuning {
+        var tuning = defaults
+        if variant == .cpu && device.isCPU && (1..<16).contains(device.nativeFloatWidth) { tuning.tile = .narrow }
+        return tuning
+    }
 
     public init(tile: GemmTile = .wide, rowTiles: Int, panelRows: Int, rowTilesMaxDepth: Int, colTiles: Int = 1, colTilesMinOutput: Int = 1 << 21) {
         self.tile = tile
