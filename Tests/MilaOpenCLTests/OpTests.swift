@@ -118,6 +118,12 @@ import Testing
         #expect(GemmTile.all.contains(GemmTuner.prepare(third, cache: cache).tile))
         let gpu = try CLContext(device: Implementation.pocl.device!, variant: .gpu)
         #expect(GemmTuner.prepare(gpu, cache: cache) == .defaults, "gemm_reg is the CPU kernel: no tuning on the GPU variant")
+        // A simulator is never timed (Oclgrind would take hours over the candidates).
+        if let simulator = Implementation.oclgrind.device {
+            let context = try CLContext(device: simulator, variant: .cpu)
+            #expect(GemmTuner.prepare(context, cache: cache) == context.gemmTuning)
+            #expect(!FileManager.default.fileExists(atPath: GemmTuner.cacheFile(for: context, in: cache).path))
+        }
     }
 
     /// An untuned CPU context starts from the tile its native vector width suits (6x16 below 16

@@ -21,13 +21,15 @@ public enum GemmTuner {
     public static let panelCandidates = [512, 1024, 2048]
 
     /// The tuning for `context`: cached, else timed now (and cached), else the defaults when
-    /// tuning is off, the device is not a CPU-variant one (gemm_reg is the CPU kernel), or the
-    /// pass fails (said on stderr; the engine still runs).
+    /// tuning is off, the device is not a CPU-variant one (gemm_reg is the CPU kernel) or is a
+    /// simulator, or the pass fails (said on stderr; the engine still runs).
     @discardableResult
     public static func prepare(_ context: CLContext, cache: ProgramDiskCache? = ProgramDiskCache.fromEnvironment(),
                                progress: ((String) -> Void)? = nil) -> GemmTuning {
         let mode = ProcessInfo.processInfo.environment[environmentVariable]?.lowercased()
-        guard context.variant == .cpu, mode != "0", mode != "off" else { return context.gemmTuning }
+        // A simulator's timings say nothing about any hardware (and Oclgrind would take hours
+        // to run the candidates): it keeps the defaults.
+        guard context.variant == .cpu, !context.device.isSimulator, mode != "0", mode != "off" else { return context.gemmTuning }
         let file = cache.map { cacheFile(for: context, in: $0) }
         if mode != "retune", let file, let data = FileManager.default.contents(atPath: file.path),
            let tuning = try? JSONDecoder().decode(GemmTuning.self, from: data) {
