@@ -157,7 +157,7 @@ extension CLContext {
         } else if weights.implicitGemm {
             // conv3x3.cl needs a VEC for its other kernel; the CPU conv3x3 build serves both.
             let tile = gemmTuning.tile
-            let kernel = try self.kernel(.conv3x3, "conv3x3_igemm" + (tile == .wide ? "" : "_\(tile)"),
+            let kernel = try self.kernel(.conv3x3, tile.kernelName("conv3x3_igemm"),
                                          defines: directConvDefines(outChannels: 64) + weights.precision.kernelDefines)
             let k = 9 * spec.inChannels, step = Conv3x3Weights.rowsPerLaunch(tileColumns: tile.columns)
             for begin in Swift.stride(from: 0, to: k, by: step) {

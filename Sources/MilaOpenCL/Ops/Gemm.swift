@@ -193,7 +193,10 @@ public struct GemmTile: Codable, Hashable, Sendable, CustomStringConvertible {
     /// The tiles gemm.cl has kernels for.
     public static let all = [wide, narrow, GemmTile(rows: 3, columns: 32), GemmTile(rows: 8, columns: 32)]
 
-    public var kernelName: String { self == .wide ? "gemm_reg" : "gemm_reg_\(rows)x\(columns)" }
+    public var kernelName: String { kernelName("gemm_reg") }
+    /// The entry point of a tiled kernel family for this tile: `base` for 4x64, else
+    /// `base_<rows>x<columns>` (gemm_reg, conv3x3_igemm).
+    public func kernelName(_ base: String) -> String { self == .wide ? base : "\(base)_\(rows)x\(columns)" }
     /// 16 float16 accumulators (16 zmm): a tile for AVX-512's 32 vector registers; the others
     /// hold 12 and fit AVX2's sixteen. The convolutions choose their tiles by it.
     public var isWide: Bool { rows * columns >= 256 }
