@@ -71,7 +71,7 @@ __attribute__((always_inline)) inline T mila_gelu_##T(T x) {                    
     T hx = (T)(0.5f) * x;                                                                       \
     return select(hx * e, x - hx * e, CONVERT_IT(x >= (T)(0.0f)) != (IT)(0));             \
 }                                                                                               \
-inline T mila_silu_##T(T x) { return x / ((T)(1.0f) + mila_exp_##T(-x)); }                      \
+__attribute__((always_inline)) inline T mila_silu_##T(T x) { return x / ((T)(1.0f) + mila_exp_##T(-x)); }                      \
 /* softplus(x) = max(x, 0) + log1p(exp(-|x|)) (the forget gate's dt); log1p is a library call, */ \
 /* acceptable for the few gate values per token. */                                             \
 inline T mila_softplus_##T(T x) { return fmax(x, (T)(0.0f)) + log1p(mila_exp_##T(-fabs(x))); }   \
@@ -81,6 +81,15 @@ inline T mila_act_##T(T x, int act) {                                           
     if (act == ACT_GELU) return mila_gelu_##T(x);                                               \
     if (act == ACT_SOFTPLUS) return mila_softplus_##T(x);                                       \
     return x;                                                                                   \
+}                                                                                               \
+/* The epilogues' activation: none, ReLU and SiLU inline (an out-of-line call makes PoCL save */ \
+/* every live vector register around it: the accumulators and weights of a register tile), */  \
+/* GELU and softplus through mila_act. */                                                       \
+__attribute__((always_inline)) inline T mila_act_inline_##T(T x, int act) {                     \
+    if (act == ACT_NONE) return x;                                                              \
+    if (act == ACT_RELU) return fmax(x, (T)(0.0f));                                             \
+    if (act == ACT_SILU) return mila_silu_##T(x);                                               \
+    return mila_act_##T(x, act);                                                                \
 }                                                                                               \
 /* ELU(x) + 1: the positive feature map of the linear attention. */                             \
 inline T mila_elu1_##T(T x) {                                                                   \
@@ -110,6 +119,16 @@ typedef float weight_t;
 #define WLOAD16(i, p) vload16((i), (p))
 #endif
 
+// Whole-vector stores to addresses aligned to a float only. PoCL 3.1 lowers vstore16 to three
+// partial stores (16 + 16 + 32 bytes: vextractf32x4, vmovups xmm, vextractf64x4 in its kernel
+// .so); a store through a pointer to a vector type declared 4-byte aligned is one vmovups zmm.
+typedef float16 mila_float16_u __attribute__((aligned(4)));
+typedef float8 mila_float8_u __attribute__((aligned(4)));
+#define MILA_STORE16(v, p) (*(__global mila_float16_u*)(p) = (v))
+#define MILA_STORE8(v, p) (*(__global mila_float8_u*)(p) = (v))
+// vstore16(v, i, p) for a __global p.
+#define MILA_VSTORE16(v, i, p) MILA_STORE16((v), (p) + 16 * (size_t)(i))
+
 // Vector helpers parameterised by VEC (1, 4, 8 or 16) for kernels that choose their width by a
 // build define.
 #ifdef VEC
@@ -118,25 +137,29 @@ typedef float vec_t;
 #define VLOAD(p) (*(p))
 #define WVLOAD(p) WLOAD1(0, (p))
 #define VSTORE(v, p) (*(p) = (v))
-#define VACT(x, act) mila_act_float((x), (act))
+#define VSTORE_PRIVATE(v, p) (*(p) = (v))
+#define VACT(x, act) mila_act_inline_float((x), (act))
 #elif VEC == 4
 typedef float4 vec_t;
 #define VLOAD(p) vload4(0, (p))
 #define WVLOAD(p) WLOAD4(0, (p))
 #define VSTORE(v, p) vstore4((v), 0, (p))
-#define VACT(x, act) mila_act_float4((x), (act))
+#define VSTORE_PRIVATE(v, p) vstore4((v), 0, (p))
+#define VACT(x, act) mila_act_inline_float4((x), (act))
 #elif VEC == 8
 typedef float8 vec_t;
 #define VLOAD(p) vload8(0, (p))
 #define WVLOAD(p) WLOAD8(0, (p))
-#define VSTORE(v, p) vstore8((v), 0, (p))
-#define VACT(x, act) mila_act_float8((x), (act))
+#define VSTORE(v, p) MILA_STORE8((v), (p))
+#define VSTORE_PRIVATE(v, p) vstore8((v), 0, (p))
+#define VACT(x, act) mila_act_inline_float8((x), (act))
 #elif VEC == 16
 typedef float16 vec_t;
 #define VLOAD(p) vload16(0, (p))
 #define WVLOAD(p) WLOAD16(0, (p))
-#define VSTORE(v, p) vstore16((v), 0, (p))
-#define VACT(x, act) mila_act_float16((x), (act))
+#define VSTORE(v, p) MILA_STORE16((v), (p))
+#define VSTORE_PRIVATE(v, p) vstore16((v), 0, (p))
+#define VACT(x, act) mila_act_inline_float16((x), (act))
 #else
 #error "VEC must be 1, 4, 8 or 16"
 #endif

@@ -88,7 +88,7 @@ __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, con
                 VSTORE(v, out + o);
             } else {
                 float lanes[VEC];
-                VSTORE(v, lanes);
+                VSTORE_PRIVATE(v, lanes);
                 for (int j = 0; c + j < Cout; ++j) out[o + j] = lanes[j] + ((flags & EPI_RESIDUAL) ? res[r + j] : 0.0f);
             }
         }
@@ -128,13 +128,13 @@ inline void igemm_store16(float16 v, int col, int Cout, size_t pixel, __global c
     if (col >= Cout) return;
     if (last) {
         if (flags & EPI_BIAS) v += vload16(0, bias + col);
-        if (act != ACT_NONE) v = mila_act_float16(v, act);
+        v = mila_act_inline_float16(v, act);
     }
     const size_t r = pixel * Cout + col, o = outOffset + pixel * outStride + col;
     const int addResidual = last && (flags & EPI_RESIDUAL);
     if (col + 16 <= Cout) {
         if (addResidual) v += vload16(0, res + r);
-        vstore16(v, 0, out + o);
+        MILA_STORE16(v, out + o);
     } else {
         float lanes[16];
         vstore16(v, 0, lanes);

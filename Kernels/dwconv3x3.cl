@@ -5,14 +5,16 @@
 // Layout: in (B, H, W, C) channels-last (the token layout, no transposes around it); weight
 // packed at load time from (C, 1, 3, 3) to (9, C) so a VEC-wide load reads one tap for VEC
 // channels; out and RES (B, Ho, Wo, C). VEC must divide C (the host picks 16, 4 or 1).
-// Launch: global (C / VEC, ceil(Wo / (XPW * blocksPerItem)), B * Ho). Each work-item computes
-// blocksPerItem blocks of XPW adjacent output pixels of VEC channels. Stride 1 slides a 3-column window along the row, so each input vector
-// is loaded once per row instead of three times, with a bounds-check-free path for blocks away
-// from the left and right edges; stride 2 reads its taps directly.
-// Variants (build defines): CPU VEC=16 XPW=8, 2 blocks per work-item (explicit float16: 10x
-//   faster than scalar on PoCL, ../shared/notes/opencl-pocl.md section 3); GPU dwconv3x3_tiled
-//   (below: local-memory input tiles) when C % 4 == 0, else this kernel with VEC=1 XPW=1, one
-//   block (one output per work-item).
+// dwconv3x3 (below) handles both strides: global (C / VEC, ceil(Wo / (XPW * blocksPerItem)),
+// B * Ho); each work-item computes blocksPerItem blocks of XPW adjacent output pixels of VEC
+// channels. Stride 1 slides a 3-column window along the row, so each input vector is loaded
+// once per row instead of three times, with a bounds-check-free path for blocks away from the
+// left and right edges; stride 2 reads its taps directly.
+// Variants (build defines): CPU: dwconv3x3_rows (further below) at stride 1, dwconv3x3 with
+//   VEC=16 XPW=8, 2 blocks per work-item at stride 2 (explicit float16: 10x faster than scalar
+//   on PoCL, ../shared/notes/opencl-pocl.md section 3); GPU: dwconv3x3_tiled (local-memory
+//   input tiles) when C % 4 == 0, else dwconv3x3 with VEC=1 XPW=1, one block (one output per
+//   work-item).
 // Weights are weight_t (common.cl): float, or half with MILA_HALF_WEIGHTS; the math is float.
 // CPU reference: Reference.conv3x3(depthwise: true). Tests: ConvolutionTests.
 
@@ -88,6 +90,70 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
     }
     }
 }
+
+// dwconv3x3_rows: the CPU kernel at stride 1. A work-item computes VEC channels x 4 adjacent
+// pixels x ROWS output rows, streaming down its column strip: each input row is read once (6
+// vectors: a 3-column window sliding over 4 pixels) and feeds the three output rows it
+// touches, held in three rotating accumulator sets: `above` (output row iy - 1, taps ky = 2),
+// `here` (row iy, ky = 1), `below` (row iy + 1, ky = 0). After input row iy, row iy - 1 is
+// complete and stored. 12 accumulators + 9 weights + 6 inputs stay in registers (AVX-512 has
+// 32), named rather than in arrays. Per output vector that is 1.5 input loads, against 3.75 in
+// dwconv3x3 (each input row read for each of its three output rows). Each output sums its taps
+// in the same order as dwconv3x3 (ky = 0, 1, 2; within a row right, mid, left), so the two
+// kernels agree bit for bit. Launch: global (C / VEC, ceil(Wo / 4), B * ceil(Ho / ROWS)).
+// Defines: VEC, ROWS.
+#ifdef ROWS
+#define DW_TAPS(q, left, mid, right) \
+    above##q = fma(left, k6, fma(mid, k7, fma(right, k8, above##q))); \
+    here##q = fma(left, k3, fma(mid, k4, fma(right, k5, here##q))); \
+    below##q = fma(left, k0, fma(mid, k1, fma(right, k2, below##q)));
+#define DW_STORE(q) \
+    if (ox0 + q < Wo) { \
+        vec_t v = VACT(above##q, act); \
+        if (flags & EPI_RESIDUAL) v += VLOAD(res + o + (size_t)q * C); \
+        VSTORE(v, out + o + (size_t)q * C); \
+    }
+#define DW_ROTATE(q) above##q = here##q; here##q = below##q; below##q = start;
+
+__kernel void dwconv3x3_rows(const int H, const int W, const int C, const int Ho, const int Wo,
+                             __global const float* in, __global const weight_t* w, __global const float* bias,
+                             __global const float* res, __global float* out, const int act, const int flags) {
+    const int c0 = get_global_id(0) * VEC;
+    const int ox0 = get_global_id(1) * 4;
+    const int rowTiles = (Ho + ROWS - 1) / ROWS;
+    const int b = get_global_id(2) / rowTiles, oy0 = (get_global_id(2) % rowTiles) * ROWS;
+    if (c0 >= C || ox0 >= Wo) return;
+    const bool interior = ox0 >= 1 && ox0 + 4 < W;
+    const vec_t k0 = WVLOAD(w + 0 * C + c0), k1 = WVLOAD(w + 1 * C + c0), k2 = WVLOAD(w + 2 * C + c0);
+    const vec_t k3 = WVLOAD(w + 3 * C + c0), k4 = WVLOAD(w + 4 * C + c0), k5 = WVLOAD(w + 5 * C + c0);
+    const vec_t k6 = WVLOAD(w + 6 * C + c0), k7 = WVLOAD(w + 7 * C + c0), k8 = WVLOAD(w + 8 * C + c0);
+    const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
+    vec_t above0 = start, above1 = start, above2 = start, above3 = start;
+    vec_t here0 = start, here1 = start, here2 = start, here3 = start;
+    vec_t below0 = start, below1 = start, below2 = start, below3 = start;
+    const int last = min(oy0 + ROWS, Ho);  // output rows oy0 ..< last; input rows oy0 - 1 ... last
+    for (int iy = oy0 - 1; iy <= last; ++iy) {
+        if (iy >= 0 && iy < H) {
+            __global const float* rowIn = in + ((size_t)b * H + iy) * W * C + c0;
+            vec_t x0, x1, x2, x3, x4, x5;
+            if (interior) {
+                __global const float* p = rowIn + (size_t)(ox0 - 1) * C;
+                x0 = VLOAD(p); x1 = VLOAD(p + C); x2 = VLOAD(p + 2 * C);
+                x3 = VLOAD(p + 3 * C); x4 = VLOAD(p + 4 * C); x5 = VLOAD(p + 5 * C);
+            } else {
+                x0 = dw_load(rowIn, ox0 - 1, W, C); x1 = dw_load(rowIn, ox0, W, C); x2 = dw_load(rowIn, ox0 + 1, W, C);
+                x3 = dw_load(rowIn, ox0 + 2, W, C); x4 = dw_load(rowIn, ox0 + 3, W, C); x5 = dw_load(rowIn, ox0 + 4, W, C);
+            }
+            DW_TAPS(0, x0, x1, x2) DW_TAPS(1, x1, x2, x3) DW_TAPS(2, x2, x3, x4) DW_TAPS(3, x3, x4, x5)
+        }
+        if (iy > oy0) {  // output row iy - 1 is complete
+            const size_t o = (((size_t)b * Ho + iy - 1) * Wo + ox0) * C + c0;
+            DW_STORE(0) DW_STORE(1) DW_STORE(2) DW_STORE(3)
+        }
+        DW_ROTATE(0) DW_ROTATE(1) DW_ROTATE(2) DW_ROTATE(3)
+    }
+}
+#endif
 
 // dwconv3x3_tiled: the GPU variant. A work-group of (LC, LX) work-items computes TY output rows
 // x LX output pixels x LC float4 channel groups (4 LC channels). It first stages the input

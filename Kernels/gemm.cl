@@ -35,12 +35,12 @@ inline void gemm_store16(float16 v, int row, int col, int N, __global const floa
                          int act, int flags) {
     if (col >= N) return;
     if (flags & EPI_BIAS) v += vload16(0, bias + col);
-    if (act != ACT_NONE) v = mila_act_float16(v, act);
+    v = mila_act_inline_float16(v, act);
     const size_t o = (size_t)row * N + col;
     if (col + 16 <= N) {
         if (flags & EPI_MUL) v *= vload16(0, mul + o);
         if (flags & EPI_RESIDUAL) v += vload16(0, res + o);
-        vstore16(v, 0, Y + o);
+        MILA_STORE16(v, Y + o);
     } else {
         float lanes[16];
         vstore16(v, 0, lanes);
@@ -113,7 +113,7 @@ inline float16 gemm_load16(int row, int col, int N, __global const float* Y) {
         _Pragma("unroll") \
         for (int i = 0; i < (MR); ++i) { \
             _Pragma("unroll") \
-            for (int j = 0; j < (NV); ++j) c[i][j] = mila_act_float16(c[i][j], act); \
+            for (int j = 0; j < (NV); ++j) c[i][j] = mila_act_inline_float16(c[i][j], act); \
         } \
     } \
 }

@@ -191,6 +191,10 @@ import Testing
         ConvCase(height: 15, width: 17, inChannels: 48, outChannels: 48, stride: 2, depthwise: true, activation: .relu, residual: true),
         ConvCase(batch: 2, height: 2, width: 1, inChannels: 32, outChannels: 32, stride: 2, depthwise: true, activation: .silu),
         ConvCase(height: 56, width: 56, inChannels: 64, outChannels: 64, stride: 1, depthwise: true, activation: .silu),
+        // dwconv3x3_rows (CPU, stride 1): ragged row tiles (19 = 8 + 8 + 3) and 4-pixel strips
+        // (10 = 4 + 4 + 2), float4 channels, two images; exactly one row tile plus one row.
+        ConvCase(batch: 2, height: 19, width: 10, inChannels: 20, outChannels: 20, stride: 1, depthwise: true, activation: .relu, residual: true),
+        ConvCase(height: 9, width: 6, inChannels: 32, outChannels: 32, stride: 1, depthwise: true, activation: .silu, residual: true),
     ]
 
     @Test("dense 3x3", arguments: onHardware(dense))
@@ -198,6 +202,23 @@ import Testing
 
     @Test("depthwise 3x3", arguments: onHardware(depthwise))
     func depthwise(_ c: Targeted<ConvCase>) throws { try checkConv(try c.context(), c.value) }
+
+    /// dwconv3x3_rows (the CPU variant's kernel at stride 1) sums each output's taps in
+    /// dwconv3x3's order, so the two agree bit for bit; dwconv3x3 runs here as the GPU variant's
+    /// kernel for channel counts that are not a multiple of 4.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func depthwiseRowsMatchTheDirectKernel(_ implementation: Implementation) throws {
+        let x = try random([2, 19, 10, 7], "dw rows x"), w = try random([7, 1, 3, 3], "dw rows w", in: -0.5...0.5)
+        let b = try random([7], "dw rows b"), r = try random([2, 19, 10, 7], "dw rows r")
+        var outputs: [[Float]] = []
+        for variant in [KernelVariant.cpu, .gpu] {
+            let context = try CLContext(device: implementation.device!, variant: variant)
+            let weights = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: true)
+            let y = try context.conv3x3(try context.upload(x), weights, stride: 1, activation: .silu, residual: try context.upload(r))
+            outputs.append(try context.download(y).data)
+        }
+        #expect(outputs[0] == outputs[1])
+    }
 
     /// With a narrow (AVX2) GEMM tile the CPU convolutions change tiles: conv3x3 builds with
     /// float8 x 2 x 6 pixels, conv3x3_igemm runs the same narrow tile, and a conv whose output

@@ -141,6 +141,17 @@ extension CLContext {
                        arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo),
                                    .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
                                    .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
+        } else if weights.depthwise && stride == 1 && !gpu {
+            // Rows streamed down 4-pixel strips: each input row read once for its three output
+            // rows (Kernels/dwconv3x3.cl).
+            let c = spec.inChannels
+            let vec = c % 16 == 0 ? 16 : (c % 4 == 0 ? 4 : 1)
+            let rows = Self.depthwiseRowsPerItem
+            let kernel = try self.kernel(.dwconv3x3, "dwconv3x3_rows", defines: ["VEC=\(vec)", "ROWS=\(rows)"] + weights.precision.kernelDefines)
+            try launch(kernel, global: [c / vec, ceilDiv(spec.outWidth, 4), spec.batch * ceilDiv(spec.outHeight, rows)],
+                       arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo),
+                                   .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
+                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
         } else if weights.depthwise {
             let c = spec.inChannels
             let vec = c % 16 == 0 && !gpu ? 16 : (c % 4 == 0 ? 4 : 1)
@@ -193,6 +204,12 @@ extension CLContext {
 }
 
 extension CLContext {
+    /// Output rows per work-item of the CPU depthwise kernel at stride 1 (dwconv3x3_rows): the
+    /// input rows read per output row are (rows + 2) / rows. 4, 8, 16 and 64 measured alike
+    /// within this VM's noise on the MLLA-T maps (kernel bench, Zen 4); 8 keeps 7 row tiles of
+    /// the 56-row stage-1 map at 224 for the two cores to share.
+    static let depthwiseRowsPerItem = 8
+
     /// conv3x3's CPU register tile: VEC-wide vectors, COV of them (output channels) x XPW
     /// pixels. With the GEMM's wide tile (AVX-512: 16 float16 accumulators fit) VEC 16 and
     /// `channelVectors`; with a narrow one (AVX2's 16 ymm registers) float8 x 2 x 6 pixels, 12
