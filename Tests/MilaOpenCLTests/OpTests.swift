@@ -126,6 +126,16 @@ import Testing
         }
     }
 
+    /// The tuning pass leaves the device's default tile only for a clear gain.
+    @Test func tilePassKeepsTheDefaultInANearTie() {
+        let wide = GemmTile.wide, narrow = GemmTile.narrow
+        #expect(GemmTuner.pick([(wide, 1.00), (narrow, 0.97)], incumbent: wide, margin: 0.05) == wide)
+        #expect(GemmTuner.pick([(wide, 1.00), (narrow, 0.90)], incumbent: wide, margin: 0.05) == narrow)
+        #expect(GemmTuner.pick([(narrow, 0.99), (wide, 1.00)], incumbent: narrow, margin: 0.05) == narrow)
+        #expect(GemmTuner.pick([(1, 3.0), (2, 2.0), (4, 2.5)], incumbent: 1, margin: 0) == 2)
+        #expect(GemmTuner.pick([(2, 2.0), (4, 1.5)], incumbent: 1, margin: 0.05) == 4, "an incumbent that was not timed does not hold")
+    }
+
     /// An untuned CPU context starts from the tile its native vector width suits (6x16 below 16
     /// floats: AVX2), a GPU-variant one from the 4x64 defaults.
     @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
