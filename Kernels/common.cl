@@ -122,12 +122,13 @@ typedef float weight_t;
 // Whole-vector stores to addresses aligned to a float only. PoCL 3.1 lowers vstore16 to three
 // partial stores (16 + 16 + 32 bytes: vextractf32x4, vmovups xmm, vextractf64x4 in its kernel
 // .so); a store through a pointer to a vector type declared 4-byte aligned is one vmovups zmm.
+// Used by the register-tiled kernels' stores (gemm, conv3x3, dwconv3x3 through VSTORE) only:
+// in copy_vec16 it made Intel's runtime 3x slower (0.066 against 0.020 ms at 56x56x64) and
+// gained nothing on PoCL, so the streaming kernels keep vstore16.
 typedef float16 mila_float16_u __attribute__((aligned(4)));
 typedef float8 mila_float8_u __attribute__((aligned(4)));
 #define MILA_STORE16(v, p) (*(__global mila_float16_u*)(p) = (v))
 #define MILA_STORE8(v, p) (*(__global mila_float8_u*)(p) = (v))
-// vstore16(v, i, p) for a __global p.
-#define MILA_VSTORE16(v, i, p) MILA_STORE16((v), (p) + 16 * (size_t)(i))
 
 // Vector helpers parameterised by VEC (1, 4, 8 or 16) for kernels that choose their width by a
 // build define.

@@ -39,7 +39,7 @@ __kernel void pad_bottom_right(const int H, const int W, const int C, const int 
 __kernel void copy_vec16(const int n, __global const float* x, __global float* out) {
     const int i = get_global_id(0) * 16;
     if (i + 16 <= n) {
-        MILA_VSTORE16(vload16(0, x + i), 0, out + i);
+        vstore16(vload16(0, x + i), 0, out + i);
     } else {
         for (int j = i; j < n; ++j) out[j] = x[j];
     }

@@ -408,11 +408,11 @@ __kernel void fgla_chunk_state(const int L, const int C, __global const float* q
     #pragma unroll
     for (int r = 0; r < FG_ROWS; ++r) {
         #pragma unroll
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) MILA_VSTORE16(accF[r][g2], 0, forward + base + (size_t)(c0 + r) * DHEAD + g2 * 16);
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(accF[r][g2], 0, forward + base + (size_t)(c0 + r) * DHEAD + g2 * 16);
         forward[base + (size_t)C * DHEAD + c0 + r] = ksumF[r];
 #if FG_BIDIR
         #pragma unroll
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) MILA_VSTORE16(accB[r][g2], 0, backward + base + (size_t)(c0 + r) * DHEAD + g2 * 16);
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(accB[r][g2], 0, backward + base + (size_t)(c0 + r) * DHEAD + g2 * 16);
         backward[base + (size_t)C * DHEAD + c0 + r] = ksumB[r];
 #endif
     }
@@ -616,7 +616,7 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
         const float inv = normalize ? 1.0f / (den[tb] + 1e-6f) : 1.0f;
         __global float* orow = out + ((size_t)b * L + t0 + i0 + tb) * C + h * DHEAD;
         #pragma unroll
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) MILA_VSTORE16(num[tb][g2] * inv, g2, orow);
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(num[tb][g2] * inv, g2, orow);
     }
 }
 #endif

@@ -57,7 +57,7 @@ __kernel void layernorm_rows_vec(const int rows, const int C, const float eps, _
     for (int i = 0; i < n; ++i) { const float16 d = vload16(i, xr) - mean; sq = fma(d, d, sq); }
     const float inv = rsqrt(ln_sum16(sq) / C + eps);
     for (int i = 0; i < n; ++i)
-        MILA_VSTORE16(fma((vload16(i, xr) - mean) * inv, vload16(i, weight), vload16(i, bias)), i, yr);
+        vstore16(fma((vload16(i, xr) - mean) * inv, vload16(i, weight), vload16(i, bias)), i, yr);
 }
 
 // Sums `v` over the work-group into scratch[0]; every work-item must call it.

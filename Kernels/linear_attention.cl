@@ -153,7 +153,7 @@ __kernel void la_kv_partial_vec(const int L, const int W, const int C, const int
     #pragma unroll
     for (int r = 0; r < 8; ++r)
         #pragma unroll
-        for (int g = 0; g < LA_GROUPS; ++g) MILA_VSTORE16(acc[r][g], g, kvPart + (base + r) * DHEAD);
+        for (int g = 0; g < LA_GROUPS; ++g) vstore16(acc[r][g], g, kvPart + (base + r) * DHEAD);
     vstore8(ksum, 0, kPart + base);
 }
 
@@ -185,7 +185,7 @@ __kernel void la_output_vec(const int L, const int W, const int C, __global cons
         for (int g = 0; g < LA_GROUPS; ++g) acc[g] = fma((float16)(qr[i]), vload16(g, kvh + i * DHEAD), acc[g]);
     __global float* orow = out + ((size_t)b * L + t) * C + h * DHEAD;
     #pragma unroll
-    for (int g = 0; g < LA_GROUPS; ++g) MILA_VSTORE16(acc[g] * z, g, orow);
+    for (int g = 0; g < LA_GROUPS; ++g) vstore16(acc[g] * z, g, orow);
 }
 #endif
 

@@ -37,7 +37,7 @@ __kernel void reduce_chunks(const int E, const int chunks, const float scale, __
             compensation = (t - sum) - yv;
             sum = t;
         }
-        MILA_VSTORE16(sum * scale, 0, out + (size_t)b * E + e0);
+        vstore16(sum * scale, 0, out + (size_t)b * E + e0);
         return;
     }
     for (int e = 0; e < E - e0; ++e) {
