@@ -141,30 +141,28 @@ extension CLContext {
                        arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo),
                                    .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
                                    .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
-        } else if weights.depthwise && stride == 1 && !gpu {
-            // Rows streamed down 4-pixel strips: each input row read once for its three output
-            // rows (Kernels/dwconv3x3.cl).
-            let c = spec.inChannels
-            let vec = c % 16 == 0 ? 16 : (c % 4 == 0 ? 4 : 1)
-            let rows = Self.depthwiseRowsPerItem
-            let kernel = try self.kernel(.dwconv3x3, "dwconv3x3_rows", defines: ["VEC=\(vec)", "ROWS=\(rows)"] + weights.precision.kernelDefines)
-            try launch(kernel, global: [c / vec, ceilDiv(spec.outWidth, 4), spec.batch * ceilDiv(spec.outHeight, rows)],
-                       arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo),
-                                   .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
-                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)])
         } else if weights.depthwise {
             let c = spec.inChannels
             let vec = c % 16 == 0 && !gpu ? 16 : (c % 4 == 0 ? 4 : 1)
-            let xpw = gpu ? 1 : 8
-            let kernel = try self.kernel(.dwconv3x3, "dwconv3x3", defines: ["VEC=\(vec)", "XPW=\(xpw)"] + weights.precision.kernelDefines)
-            // Two blocks of 8 pixels per work-item measured 25-35% faster than one on the 2-core
-            // VM (fewer, larger work-items); a whole row per work-item was slower again.
-            let blocks = gpu ? 1 : 2
-            try launch(kernel, global: [c / vec, ceilDiv(spec.outWidth, xpw * blocks), spec.batch * spec.outHeight],
-                       arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo), .int(Int32(stride)),
-                                   .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
-                                   .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue),
-                                   .int(Int32(blocks))])
+            let tensors: [KernelArgument] = [.buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
+                                             .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)]
+            if stride == 1 && !gpu {
+                // Rows streamed down 4-pixel strips: each input row read once for its three
+                // output rows (Kernels/dwconv3x3.cl).
+                let rows = Self.depthwiseRowsPerItem
+                let kernel = try self.kernel(.dwconv3x3, "dwconv3x3_rows", defines: ["VEC=\(vec)", "ROWS=\(rows)"] + weights.precision.kernelDefines)
+                try launch(kernel, global: [c / vec, ceilDiv(spec.outWidth, 4), spec.batch * ceilDiv(spec.outHeight, rows)],
+                           arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo)] + tensors)
+            } else {
+                let xpw = gpu ? 1 : 8
+                let kernel = try self.kernel(.dwconv3x3, "dwconv3x3", defines: ["VEC=\(vec)", "XPW=\(xpw)"] + weights.precision.kernelDefines)
+                // Two blocks of 8 pixels per work-item measured 25-35% faster than one on the
+                // 2-core VM (fewer, larger work-items); a whole row per work-item was slower again.
+                let blocks = gpu ? 1 : 2
+                try launch(kernel, global: [c / vec, ceilDiv(spec.outWidth, xpw * blocks), spec.batch * spec.outHeight],
+                           arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo), .int(Int32(stride))] + tensors
+                               + [.int(Int32(blocks))])
+            }
         } else if weights.implicitGemm {
             // conv3x3.cl needs a VEC for its other kernel; the CPU conv3x3 build serves both.
             let tile = gemmTuning.tile
