@@ -22,7 +22,8 @@ func echoBatcher(maxBatch: Int, delayMicroseconds: Int, maxQueue: Int = 64, time
                  hold: DispatchSemaphore? = nil) -> Batcher {
     Batcher(maxBatch: maxBatch, maxDelayMicroseconds: delayMicroseconds, maxQueue: maxQueue, timeoutSeconds: timeout) { key, input in
         log.record(key, input.shape[0])
-        hold?.wait()
+        // A bounded wait: a test that got its timing wrong fails its expectations instead of hanging the run.
+        _ = hold?.wait(timeout: .now() + 20)
         let per = input.data.count / input.shape[0]
         return .logits((0..<input.shape[0]).map { input.data[$0 * per] }, classes: 1)
     }
@@ -98,8 +99,9 @@ func logits(_ result: BatchResult) -> [Float] {
         let running = Task { try await batcher.submit(key: key(2), input: try image(1)) }
         while log.batches.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
         let late = Task { try await batcher.submit(key: key(2), input: try image(2)) }
+        while batcher.pending < 1 { try await Task.sleep(for: .milliseconds(5)) }  // queued behind the held batch
         try await Task.sleep(for: .milliseconds(300))
-        hold.signal()
+        for _ in 0..<2 { hold.signal() }  // a second signal so a late batch that did run cannot block
         _ = try await running.value
         await #expect(throws: InferenceError(.unavailable, "the request waited over 0.1 s in the queue (--request-timeout)")) { try await late.value }
         #expect(log.batches.count == 1)
