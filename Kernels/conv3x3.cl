@@ -134,7 +134,8 @@ inline void igemm_store16(float16 v, int col, int Cout, size_t pixel, __global c
     const int addResidual = last && (flags & EPI_RESIDUAL);
     if (col + 16 <= Cout) {
         if (addResidual) v += vload16(0, res + r);
-        MILA_STORE16(v, out + o);
+        if (last && (flags & EPI_STREAM)) MILA_STREAM16(v, out + o);
+        else MILA_STORE16(v, out + o);
     } else {
         float lanes[16];
         vstore16(v, 0, lanes);

@@ -8,7 +8,8 @@
 // weights stream sequentially), or rows (rowStride ldb, blockStride 16: CLBlast's layout).
 // GemmWeights (Ops/Gemm.swift) picks one. Y, MUL and RES are (M, N) with row stride N.
 // Epilogue order: bias, activation (ACT_* codes, common.cl), multiply, residual add; `flags`
-// holds the EPI_* bits. MUL and RES may be any buffer when unused.
+// holds the EPI_* bits (EPI_STREAM: gemm_reg's final panel stores with MILA_STREAM16). MUL and
+// RES may be any buffer when unused.
 //
 // Variants (chosen by device type, forced with MILA_KERNEL_VARIANT=cpu|gpu):
 //   gemm_reg    CPU: each work-item holds an MR x NR register tile (MR rows x NR/16 float16
@@ -40,7 +41,8 @@ inline void gemm_store16(float16 v, int row, int col, int N, __global const floa
     if (col + 16 <= N) {
         if (flags & EPI_MUL) v *= vload16(0, mul + o);
         if (flags & EPI_RESIDUAL) v += vload16(0, res + o);
-        MILA_STORE16(v, Y + o);
+        if (flags & EPI_STREAM) MILA_STREAM16(v, Y + o);
+        else MILA_STORE16(v, Y + o);
     } else {
         float lanes[16];
         vstore16(v, 0, lanes);

@@ -89,6 +89,46 @@ import Testing
         }
     }
 
+    /// Non-temporal stores (EPI_STREAM, taken by outputs of `streamMinBytes` or more) give the
+    /// same bits as plain stores: gemm_reg with ragged columns (rows not 64-byte aligned take the
+    /// fallback store), K in panels (partial sums stored plainly, the final panel streamed), and
+    /// conv3x3_igemm. Threshold 0 streams every output here; .max streams none.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func streamingStoresMatchPlainStores(_ implementation: Implementation) throws {
+        func context(streaming: Bool, panelRows: Int) throws -> CLContext {
+            let context = try CLContext(device: implementation.device!, variant: .cpu)
+            context.useGemmTuning(GemmTuning(rowTiles: 2, panelRows: panelRows, rowTilesMaxDepth: 1 << 20))
+            context.streamMinBytes = streaming ? 0 : .max
+            return context
+        }
+        for panelRows in [1 << 20, 48] {
+            let (streamed, plain) = (try context(streaming: true, panelRows: panelRows), try context(streaming: false, panelRows: panelRows))
+            #expect(streamed.streamsOutput(elements: 1) && !plain.streamsOutput(elements: 1 << 30))
+            for c in Self.cases + [GemmCase(m: 67, k: 130, n: 1030, activation: .gelu, residual: true)] {
+                try checkGemm(streamed, c, provider: .register)
+                let x = try random([c.m, c.k], "stream x"), w = try random([c.n, c.k], "stream w", in: -0.5...0.5)
+                let b = try random([c.n], "stream b"), r = try random([c.m, c.n], "stream r")
+                func run(_ on: CLContext) throws -> [Float] {
+                    let weights = try GemmWeights(context: on, weight: w, bias: b)
+                    return try on.download(try on.gemm(try on.upload(x), weights, activation: c.activation,
+                                                       residual: try on.upload(r), provider: .register)).data
+                }
+                #expect(try run(streamed) == run(plain), "\(c.testDescription), K panels of \(panelRows)")
+            }
+        }
+        let streamed = try context(streaming: true, panelRows: 1 << 20), plain = try context(streaming: false, panelRows: 1 << 20)
+        for c in ConvolutionTests.dense where c.inChannels >= 16 {
+            try checkConv(streamed, c, implicitGemm: true)
+            let x = try random([c.batch, c.height, c.width, c.inChannels], "stream conv x")
+            let w = try random([c.outChannels, c.inChannels, 3, 3], "stream conv w", in: -0.5...0.5), b = try random([c.outChannels], "stream conv b")
+            func run(_ on: CLContext) throws -> [Float] {
+                let weights = try Conv3x3Weights(context: on, weight: w, bias: b, depthwise: false, implicitGemm: true)
+                return try on.download(try on.conv3x3(try on.upload(x), weights, stride: c.stride, activation: .relu)).data
+            }
+            #expect(try run(streamed) == run(plain), "\(c.testDescription)")
+        }
+    }
+
     /// The tuning pass writes its choice beside the kernel binaries and a later context reads
     /// it back instead of timing again (shown by planting a choice no timing would make).
     @Test(.enabled(if: Implementation.pocl.isPresent, Implementation.pocl.missing))

@@ -68,6 +68,8 @@ struct EpilogueFlags: OptionSet {
     static let bias = EpilogueFlags(rawValue: 1)
     static let multiply = EpilogueFlags(rawValue: 2)
     static let residual = EpilogueFlags(rawValue: 4)
+    /// Non-temporal stores (gemm_reg, conv3x3_igemm): see `CLContext.streamsOutput`.
+    static let stream = EpilogueFlags(rawValue: 8)
 }
 
 func roundUp(_ value: Int, to multiple: Int) -> Int { (value + multiple - 1) / multiple * multiple }

@@ -102,6 +102,7 @@ extension CLContext {
         if weights.bias != nil { flags.insert(.bias) }
         if multiply != nil { flags.insert(.multiply) }
         if residual != nil { flags.insert(.residual) }
+        if streamsOutput(elements: y.count) { flags.insert(.stream) }
         let (m, n, k) = (Int32(spec.rows), Int32(spec.outFeatures), Int32(spec.inFeatures))
         let spare = y.buffer  // bound to unused epilogue operands; never read
         let epilogue: [KernelArgument] = [
