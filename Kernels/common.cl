@@ -151,23 +151,30 @@ typedef float8 mila_float8_u __attribute__((aligned(4)));
 #define MILA_STORE16(v, p) (*(__global mila_float16_u*)(p) = (v))
 #define MILA_STORE8(v, p) (*(__global mila_float8_u*)(p) = (v))
 
-// A non-temporal (streaming) store of 16 floats where the compiler has one and the address is
-// 64-byte aligned, else MILA_STORE16. For outputs much larger than the caches (EPI_STREAM): a
+// A non-temporal (streaming) store of 16 (8) floats where the compiler has one and the address
+// is 64 (32)-byte aligned, else MILA_STORE16 (8). For outputs much larger than the caches (EPI_STREAM): a
 // normal store first reads the line it writes (read for ownership), so a GEMM whose output goes
 // to DRAM moves twice its bytes. On PoCL 3.1 (Zen 4) `vmovntps` made the GEMMs at 1024x1024
-// 12-14% faster in all (K = 64 shapes 124 -> 179 GFLOP/s); Intel's runtime measured unchanged.
+// 12-14% faster in all (K = 64 shapes 124 -> 179 GFLOP/s), the stem's direct conv3x3 12-16% and
+// the depthwise kernels ~12%; Intel's runtime takes the stores and measured unchanged.
 #ifdef __has_builtin
 #if __has_builtin(__builtin_nontemporal_store)
 #define MILA_HAS_STREAM_STORE 1
 #endif
 #endif
 #ifdef MILA_HAS_STREAM_STORE
+#define MILA_STREAM8(v, p)                                                                      \
+    do {                                                                                        \
+        if ((((size_t)(p)) & 31) == 0) __builtin_nontemporal_store((v), (__global float8*)(p)); \
+        else MILA_STORE8((v), (p));                                                             \
+    } while (0)
 #define MILA_STREAM16(v, p)                                                                     \
     do {                                                                                        \
         if ((((size_t)(p)) & 63) == 0) __builtin_nontemporal_store((v), (__global float16*)(p)); \
         else MILA_STORE16((v), (p));                                                            \
     } while (0)
 #else
+#define MILA_STREAM8(v, p) MILA_STORE8((v), (p))
 #define MILA_STREAM16(v, p) MILA_STORE16((v), (p))
 #endif
 
@@ -179,6 +186,7 @@ typedef float vec_t;
 #define VLOAD(p) (*(p))
 #define WVLOAD(p) WLOAD1(0, (p))
 #define VSTORE(v, p) (*(p) = (v))
+#define VSTREAM(v, p) VSTORE((v), (p))
 #define VSTORE_PRIVATE(v, p) (*(p) = (v))
 #define VACT(x, act) mila_act_inline_float((x), (act))
 #elif VEC == 4
@@ -186,6 +194,7 @@ typedef float4 vec_t;
 #define VLOAD(p) vload4(0, (p))
 #define WVLOAD(p) WLOAD4(0, (p))
 #define VSTORE(v, p) vstore4((v), 0, (p))
+#define VSTREAM(v, p) VSTORE((v), (p))
 #define VSTORE_PRIVATE(v, p) vstore4((v), 0, (p))
 #define VACT(x, act) mila_act_inline_float4((x), (act))
 #elif VEC == 8
@@ -193,6 +202,7 @@ typedef float8 vec_t;
 #define VLOAD(p) vload8(0, (p))
 #define WVLOAD(p) WLOAD8(0, (p))
 #define VSTORE(v, p) MILA_STORE8((v), (p))
+#define VSTREAM(v, p) MILA_STREAM8((v), (p))
 #define VSTORE_PRIVATE(v, p) vstore8((v), 0, (p))
 #define VACT(x, act) mila_act_inline_float8((x), (act))
 #elif VEC == 16
@@ -200,11 +210,18 @@ typedef float16 vec_t;
 #define VLOAD(p) vload16(0, (p))
 #define WVLOAD(p) WLOAD16(0, (p))
 #define VSTORE(v, p) MILA_STORE16((v), (p))
+#define VSTREAM(v, p) MILA_STREAM16((v), (p))
 #define VSTORE_PRIVATE(v, p) vstore16((v), 0, (p))
 #define VACT(x, act) mila_act_inline_float16((x), (act))
 #else
 #error "VEC must be 1, 4, 8 or 16"
 #endif
+// A kernel's output store: streamed (non-temporal) when the host set EPI_STREAM.
+#define VSTORE_OUT(v, p, flags)                                                                 \
+    do {                                                                                        \
+        if ((flags) & EPI_STREAM) VSTREAM((v), (p));                                            \
+        else VSTORE((v), (p));                                                                  \
+    } while (0)
 #endif
 
 // Bilinear source taps with align_corners=False (PyTorch `compute_source_index_and_lambda`),

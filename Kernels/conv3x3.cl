@@ -85,7 +85,7 @@ __kernel void conv3x3(const int H, const int W, const int Cin, const int Ho, con
             const size_t r = pixel * Cout + c, o = outOffset + pixel * outStride + c;
             if (c + VEC <= Cout) {
                 if (flags & EPI_RESIDUAL) v += VLOAD(res + r);
-                VSTORE(v, out + o);
+                VSTORE_OUT(v, out + o, flags);
             } else {
                 float lanes[VEC];
                 VSTORE_PRIVATE(v, lanes);

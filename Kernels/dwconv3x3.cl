@@ -86,7 +86,7 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
         vec_t v = VACT(acc[p], act);
         const size_t o = (((size_t)b * Ho + oy) * Wo + ox) * C + c0;
         if (flags & EPI_RESIDUAL) v += VLOAD(res + o);
-        VSTORE(v, out + o);
+        VSTORE_OUT(v, out + o, flags);
     }
     }
 }
@@ -111,7 +111,7 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
     if (ox0 + q < Wo) { \
         vec_t v = VACT(above##q, act); \
         if (flags & EPI_RESIDUAL) v += VLOAD(res + o + (size_t)q * C); \
-        VSTORE(v, out + o + (size_t)q * C); \
+        VSTORE_OUT(v, out + o + (size_t)q * C, flags); \
     }
 #define DW_ROTATE(q) above##q = here##q; here##q = below##q; below##q = start;
 

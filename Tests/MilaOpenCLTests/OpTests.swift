@@ -91,8 +91,9 @@ import Testing
 
     /// Non-temporal stores (EPI_STREAM, taken by outputs of `streamMinBytes` or more) give the
     /// same bits as plain stores: gemm_reg with ragged columns (rows not 64-byte aligned take the
-    /// fallback store), K in panels (partial sums stored plainly, the final panel streamed), and
-    /// conv3x3_igemm. Threshold 0 streams every output here; .max streams none.
+    /// fallback store), K in panels (partial sums stored plainly, the final panel streamed),
+    /// conv3x3_igemm, conv3x3 and the depthwise kernels (dwconv3x3_rows at stride 1, dwconv3x3
+    /// at stride 2). Threshold 0 streams every output here; .max streams none.
     @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
     func streamingStoresMatchPlainStores(_ implementation: Implementation) throws {
         func context(streaming: Bool, panelRows: Int) throws -> CLContext {
@@ -117,15 +118,22 @@ import Testing
             }
         }
         let streamed = try context(streaming: true, panelRows: 1 << 20), plain = try context(streaming: false, panelRows: 1 << 20)
-        for c in ConvolutionTests.dense where c.inChannels >= 16 {
-            try checkConv(streamed, c, implicitGemm: true)
+        let convolutions = ConvolutionTests.dense.map { ($0, false) } + ConvolutionTests.dense.filter { $0.inChannels >= 16 }.map { ($0, true) }
+            + ConvolutionTests.depthwise.map { ($0, false) }
+        for (c, igemm) in convolutions {
+            try checkConv(streamed, c, implicitGemm: c.depthwise ? nil : igemm)
+            let cout = c.depthwise ? c.inChannels : c.outChannels
             let x = try random([c.batch, c.height, c.width, c.inChannels], "stream conv x")
-            let w = try random([c.outChannels, c.inChannels, 3, 3], "stream conv w", in: -0.5...0.5), b = try random([c.outChannels], "stream conv b")
+            let w = try random(c.depthwise ? [cout, 1, 3, 3] : [cout, c.inChannels, 3, 3], "stream conv w", in: -0.5...0.5)
+            let b = try random([cout], "stream conv b")
+            let outShape = [c.batch, Shape.conv3x3Output(c.height, stride: c.stride), Shape.conv3x3Output(c.width, stride: c.stride), cout]
+            let r = try random(outShape, "stream conv r")
             func run(_ on: CLContext) throws -> [Float] {
-                let weights = try Conv3x3Weights(context: on, weight: w, bias: b, depthwise: false, implicitGemm: true)
-                return try on.download(try on.conv3x3(try on.upload(x), weights, stride: c.stride, activation: .relu)).data
+                let weights = try Conv3x3Weights(context: on, weight: w, bias: b, depthwise: c.depthwise, implicitGemm: c.depthwise ? nil : igemm)
+                return try on.download(try on.conv3x3(try on.upload(x), weights, stride: c.stride, activation: .relu,
+                                                      residual: try on.upload(r))).data
             }
-            #expect(try run(streamed) == run(plain), "\(c.testDescription)")
+            #expect(try run(streamed) == run(plain), "\(c.testDescription) igemm=\(igemm)")
         }
     }
 

@@ -127,6 +127,9 @@ extension CLContext {
         var flags: EpilogueFlags = []
         if weights.bias != nil { flags.insert(.bias) }
         if residual != nil { flags.insert(.residual) }
+        // Large outputs stream (CPU kernels; conv3x3_igemm only in its final launch, earlier
+        // ones store partial sums it reads back).
+        if streamsOutput(elements: y.count) { flags.insert(.stream) }
         let spare = y.buffer
         let gpu = variant == .gpu
         let (h, w, ho, wo) = (Int32(spec.height), Int32(spec.width), Int32(spec.outHeight), Int32(spec.outWidth))
@@ -169,8 +172,6 @@ extension CLContext {
             let kernel = try self.kernel(.conv3x3, tile.kernelName("conv3x3_igemm"),
                                          defines: directConvDefines(outChannels: 64) + weights.precision.kernelDefines)
             let k = 9 * spec.inChannels, step = Conv3x3Weights.rowsPerLaunch(tileColumns: tile.columns)
-            // The kernel streams only in its final launch (earlier ones store partial sums it reads back).
-            let flags = streamsOutput(elements: y.count) ? flags.union(.stream) : flags
             for begin in Swift.stride(from: 0, to: k, by: step) {
                 try launch(kernel, global: [ceilDiv(spec.outWidth, tile.rows), spec.batch * spec.outHeight, weights.paddedOutChannels / tile.columns],
                            local: [1, 1, 1],
