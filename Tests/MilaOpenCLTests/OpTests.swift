@@ -89,6 +89,20 @@ import Testing
         }
     }
 
+    /// An output of 16 columns or fewer (the forget gate's projection, N = heads) runs on the
+    /// 16-column tile whatever the tuned one, and stays exact; 17 columns keep the tuned tile.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func narrowOutputsTakeTheSixteenColumnTile(_ implementation: Implementation) throws {
+        let wide = try CLContext(device: implementation.device!, variant: .cpu)
+        wide.useGemmTuning(GemmTuning(tile: .wide, rowTiles: 2, panelRows: 1 << 20, rowTilesMaxDepth: 1 << 20))
+        for c in [GemmCase(m: 301, k: 64, n: 2, activation: .softplus), GemmCase(m: 33, k: 130, n: 16, residual: true)] {
+            try checkGemm(wide, c, provider: .register)
+        }
+        #expect(wide.launchedKernelNames == ["gemm_reg_6x16"], "\(wide.launchedKernelNames)")
+        try checkGemm(wide, GemmCase(m: 9, k: 8, n: 17, activation: .relu), provider: .register)
+        #expect(wide.launchedKernelNames.contains("gemm_reg"), "\(wide.launchedKernelNames)")
+    }
+
     /// Non-temporal stores (EPI_STREAM, taken by outputs of `streamMinBytes` or more) give the
     /// same bits as plain stores: gemm_reg with ragged columns (rows not 64-byte aligned take the
     /// fallback store), K in panels (partial sums stored plainly, the final panel streamed),
