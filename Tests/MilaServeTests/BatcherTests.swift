@@ -22,10 +22,26 @@ func echoBatcher(maxBatch: Int, delayMicroseconds: Int, maxQueue: Int = 64, time
                  hold: DispatchSemaphore? = nil) -> Batcher {
     Batcher(maxBatch: maxBatch, maxDelayMicroseconds: delayMicroseconds, maxQueue: maxQueue, timeoutSeconds: timeout) { key, input in
         log.record(key, input.shape[0])
-        // A bounded wait: a test that got its timing wrong fails its expectations instead of hanging the run.
-        _ = hold?.wait(timeout: .now() + 20)
+        // Held until the test signals: the batch stays on the device however late the test's
+        // other tasks get a thread (synchronous kernel tests can keep the cooperative pool busy for
+        // seconds). The bound only keeps a broken test from hanging the run.
+        _ = hold?.wait(timeout: .now() + 600)
         let per = input.data.count / input.shape[0]
         return .logits((0..<input.shape[0]).map { input.data[$0 * per] }, classes: 1)
+    }
+}
+
+/// Polls `condition` every 5 ms; after `seconds` records a failure and throws instead of
+/// spinning forever.
+func waitUntil(_ what: String, seconds: Double = 300, _ condition: () -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !condition() {
+        struct Timeout: Error, CustomStringConvertible { let description: String }
+        guard Date() < deadline else {
+            Issue.record("gave up waiting \(seconds) s for \(what)")
+            throw Timeout(description: "gave up waiting for \(what)")
+        }
+        try await Task.sleep(for: .milliseconds(5))
     }
 }
 
@@ -80,9 +96,9 @@ func logits(_ result: BatchResult) -> [Float] {
         let batcher = echoBatcher(maxBatch: 1, delayMicroseconds: 0, maxQueue: 2, log: log, hold: hold)
         batcher.start()
         let running = Task { try await batcher.submit(key: key(2), input: try image(1)) }
-        while log.batches.isEmpty { try await Task.sleep(for: .milliseconds(5)) }  // the first batch is on the device
+        try await waitUntil("the first batch on the device") { !log.batches.isEmpty }  // held there until the signals below
         let waiting = (0..<2).map { i in Task { try await batcher.submit(key: key(2), input: try image(Float(2 + i))) } }
-        while batcher.pending < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("two queued requests") { batcher.pending == 2 }
         await #expect(throws: InferenceError(.unavailable, "Exceeds maximum queue size (2 requests waiting, --max-queue)")) {
             try await batcher.submit(key: key(2), input: try image(9))
         }
@@ -97,11 +113,11 @@ func logits(_ result: BatchResult) -> [Float] {
         let batcher = echoBatcher(maxBatch: 1, delayMicroseconds: 0, timeout: 0.1, log: log, hold: hold)
         batcher.start()
         let running = Task { try await batcher.submit(key: key(2), input: try image(1)) }
-        while log.batches.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("the first batch on the device") { !log.batches.isEmpty }  // held there until the signal below
         let late = Task { try await batcher.submit(key: key(2), input: try image(2)) }
-        while batcher.pending < 1 { try await Task.sleep(for: .milliseconds(5)) }  // queued behind the held batch
+        try await waitUntil("the late request queued") { batcher.pending == 1 }
         try await Task.sleep(for: .milliseconds(300))
-        for _ in 0..<2 { hold.signal() }  // a second signal so a late batch that did run cannot block
+        for _ in 0..<2 { hold.signal() }  // a second signal so a late batch that did run (a failure) cannot block
         _ = try await running.value
         await #expect(throws: InferenceError(.unavailable, "the request waited over 0.1 s in the queue (--request-timeout)")) { try await late.value }
         #expect(log.batches.count == 1)
@@ -116,7 +132,7 @@ func logits(_ result: BatchResult) -> [Float] {
         await #expect(throws: InferenceError.bad("batch of 3 images; this server takes 1 to 2 per request (--max-batch)")) {
             try await batcher.submit(key: key(2), input: try image(1, count: 3))
         }
-        while !batcher.ready { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil("the batcher ready") { batcher.ready }
         batcher.markStopping()
         #expect(!batcher.ready)
         #expect(logits(try await batcher.submit(key: key(2), input: try image(4)).0) == [4], "draining still serves in-flight work")
