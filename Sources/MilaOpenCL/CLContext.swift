@@ -88,12 +88,13 @@ public final class CLContext: @unchecked Sendable {
         FileHandle.standardError.write(Data("mila: CLBlast failed on \(device.name) (\(error)); GEMMs run on gemm_tiled from now on\n".utf8))
     }
 
-    /// Outputs of at least this many bytes are written with non-temporal stores by gemm_reg and
-    /// conv3x3_igemm (EPI_STREAM, `MILA_STREAM16` in Kernels/common.cl): they go to DRAM anyway,
-    /// and a normal store first reads each line it writes. 8 MiB by default (a quarter of the
-    /// build VM's 32 MiB L3, so a smaller output stays in cache for the next kernel);
-    /// `MILA_STREAM_MIN_KB` sets it, 0 turns streaming off. On PoCL (Zen 4) streaming made the
-    /// GEMMs at 1024x1024 12-14% faster; Intel's runtime measured unchanged.
+    /// Outputs of at least this many bytes are written with non-temporal stores by the CPU
+    /// kernels gemm_reg, conv3x3, conv3x3_igemm, dwconv3x3 and dwconv3x3_rows (EPI_STREAM,
+    /// `MILA_STREAM16`/`VSTORE_OUT` in Kernels/common.cl): they go to DRAM anyway, and a normal
+    /// store first reads each line it writes. 8 MiB by default (a quarter of the build VM's
+    /// 32 MiB L3, so a smaller output stays in cache for the next kernel); `MILA_STREAM_MIN_KB`
+    /// sets it, 0 turns streaming off. On PoCL (Zen 4) streaming made the GEMMs at 1024x1024
+    /// 12-14% faster; Intel's runtime measured unchanged.
     public static let defaultStreamMinBytes: Int = {
         let kb = ProcessInfo.processInfo.environment["MILA_STREAM_MIN_KB"].flatMap { Int($0) } ?? 8192
         return kb > 0 ? kb * 1024 : .max
