@@ -196,10 +196,13 @@ public final class Batcher: Service, @unchecked Sendable {
             let waited = now - oldest.enqueued
             let delay = UInt64(maxDelayMicroseconds) * 1000
             if total < maxBatch && !more && waited < delay && !stopping {
+                // A request queued while the lock is dropped signals nobody: wait only when the
+                // queue is as it was (it only grows outside this thread), else look again.
+                let seen = queue.count
                 condition.unlock()
                 fail(expired, timedOut)
                 condition.lock()
-                if queue.first?.enqueued == oldest.enqueued {
+                if queue.count == seen && queue.first?.enqueued == oldest.enqueued && !stopping {
                     _ = condition.wait(until: Date(timeIntervalSinceNow: Double(delay - waited) / 1e9))
                 }
                 condition.unlock()
