@@ -36,6 +36,18 @@ func checkGemm(_ context: CLContext, _ c: GemmCase, provider: GemmProvider?, pre
     expectClose(try context.download(y), expected, precision == .fp16 ? Tolerances.halfWeights : Tolerances.accumulation, label)
 }
 
+/// `c` through gemm_reg on each context from the same random inputs (bias and residual always
+/// on), for bit-for-bit comparisons between work splits or store paths.
+func registerGemmOutputs(_ c: GemmCase, on contexts: [CLContext], label: String) throws -> [[Float]] {
+    let x = try random([c.m, c.k], "\(label) x"), w = try random([c.n, c.k], "\(label) w", in: -0.5...0.5)
+    let b = try random([c.n], "\(label) b"), r = try random([c.m, c.n], "\(label) r")
+    return try contexts.map { on in
+        let weights = try GemmWeights(context: on, weight: w, bias: b)
+        return try on.download(try on.gemm(try on.upload(x), weights, activation: c.activation,
+                                           residual: try on.upload(r), provider: .register)).data
+    }
+}
+
 struct ConvCase: CustomTestStringConvertible, Sendable {
     var batch = 1
     var height: Int, width: Int, inChannels: Int, outChannels: Int, stride: Int

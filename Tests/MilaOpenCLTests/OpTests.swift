@@ -70,14 +70,8 @@ import Testing
             context.useGemmTuning(tuning)
             for c in Self.cases + [GemmCase(m: 3137, k: 64, n: 70, activation: .gelu, residual: true)] {
                 try checkGemm(context, c, provider: .register)
-                let x = try random([c.m, c.k], "split x"), w = try random([c.n, c.k], "split w", in: -0.5...0.5)
-                let b = try random([c.n], "split b"), r = try random([c.m, c.n], "split r")
-                func run(_ on: CLContext) throws -> [Float] {
-                    let weights = try GemmWeights(context: on, weight: w, bias: b)
-                    return try on.download(try on.gemm(try on.upload(x), weights, activation: c.activation,
-                                                       residual: try on.upload(r), provider: .register)).data
-                }
-                #expect(try run(context) == run(plain), "\(c.testDescription) with \(tuning)")
+                let outputs = try registerGemmOutputs(c, on: [context, plain], label: "split")
+                #expect(outputs[0] == outputs[1], "\(c.testDescription) with \(tuning)")
             }
             let c = GemmCase(m: 33, k: 300, n: 65, residual: true)
             let x = try random([c.m, c.k], "in place x"), w = try random([c.n, c.k], "in place w"), r = try random([c.m, c.n], "in place r")
@@ -121,14 +115,8 @@ import Testing
             #expect(streamed.streamsOutput(elements: 1) && !plain.streamsOutput(elements: 1 << 30))
             for c in Self.cases + [GemmCase(m: 67, k: 130, n: 1030, activation: .gelu, residual: true)] {
                 try checkGemm(streamed, c, provider: .register)
-                let x = try random([c.m, c.k], "stream x"), w = try random([c.n, c.k], "stream w", in: -0.5...0.5)
-                let b = try random([c.n], "stream b"), r = try random([c.m, c.n], "stream r")
-                func run(_ on: CLContext) throws -> [Float] {
-                    let weights = try GemmWeights(context: on, weight: w, bias: b)
-                    return try on.download(try on.gemm(try on.upload(x), weights, activation: c.activation,
-                                                       residual: try on.upload(r), provider: .register)).data
-                }
-                #expect(try run(streamed) == run(plain), "\(c.testDescription), K panels of \(panelRows)")
+                let outputs = try registerGemmOutputs(c, on: [streamed, plain], label: "stream")
+                #expect(outputs[0] == outputs[1], "\(c.testDescription), K panels of \(panelRows)")
             }
         }
         let streamed = try context(streaming: true, panelRows: 1 << 20), plain = try context(streaming: false, panelRows: 1 << 20)
