@@ -178,6 +178,18 @@ typedef float8 mila_float8_u __attribute__((aligned(4)));
 #define MILA_STREAM16(v, p) MILA_STORE16((v), (p))
 #endif
 
+// Software prefetch of the line holding p into the caches (a hint: no fault, no effect on
+// results). Oclgrind accepts __builtin_prefetch at build time but cannot run it, so the host
+// defines MILA_NO_PREFETCH for simulators.
+#if defined(__has_builtin) && !defined(MILA_NO_PREFETCH)
+#if __has_builtin(__builtin_prefetch)
+#define MILA_PREFETCH(p) __builtin_prefetch(p)
+#endif
+#endif
+#ifndef MILA_PREFETCH
+#define MILA_PREFETCH(p) ((void)0)
+#endif
+
 // Vector helpers parameterised by VEC (1, 4, 8 or 16) for kernels that choose their width by a
 // build define.
 #ifdef VEC

@@ -16,10 +16,11 @@
 //   q, k, v, gates and the masked score matrix A in local memory. Any head dimension. The notes
 //   expected it to suit a 2-core CPU (no state round trips), but on PoCL its per-column scalar
 //   loops run at ~2.5 GFLOP/s.
-// - three phases (fgla_chunk_state, fgla_state_scan, fgla_output_vec, below):
-//   parallel over chunks and tokens with float16 registers over the head dimension (d % 16 == 0),
-//   the layout GPUs want and 7-16x faster than the fused kernel on PoCL. The engine uses it
-//   whenever d allows (CLBackend.forgetGateKernel).
+// - phases (fgla_states_seq and fgla_output_vec on CPUs; fgla_state_wg, fgla_state_scan and
+//   fgla_output_wg on GPUs, below): the states entering each chunk, then outputs parallel over
+//   chunks and tokens with float16 registers over the head dimension (d % 16 == 0), 7-16x
+//   faster than the fused kernel on PoCL. The engine uses them whenever d allows
+//   (CLBackend.forgetGateKernel).
 //   fgla_chunked    chunks of CHUNK tokens (the last may be shorter). Per chunk: A_rs =
 //                   (q_r . k_s) exp(sum of log a between s and r) from direct segment sums (every
 //                   exponent is a sum of gates, so <= 0: no exp of a positive number, no masking
@@ -244,56 +245,49 @@ void fgla_recurrent(const int L, const int C, __global const float* qk, __global
 }
 
 // ---------------------------------------------------------------------------------------------
-// Three-phase decomposition (chunk states / scan over chunks / outputs), explicitly vectorised
-// over the head dimension (DHEAD % 16 == 0). Parallel over chunks and tokens instead of heads,
-// so it suits GPUs and, with float16 registers, PoCL on CPUs. Same math as fgla_chunked:
-// every decay is exp of a running sum of gates (<= 0), accumulated in order. Three launches:
-//   fgla_chunk_state    global (C / FG_ROWS, chunks, B): for FG_ROWS state rows (channels of one
-//                       head) and both directions at once (FG_BIDIR), U_c[i][j] = sum_s w_s k_s[i] v_s[j]
-//                       and U_c[i][d] = sum_s w_s k_s[i] (the normaliser's column), w_s = exp(X_s)
-//                       forward, exp(P_s) backward, both direct sums of the gates. It applies ELU + 1
-//                       to its k channels and writes them (kfeat, (B, L, C)) for the output phase;
-//                       the first block of each head writes the chunk decay exp(sum of gates) and the
-//                       factors a = exp(log a) of the output phase's running products.
-//                       States per direction: (B, chunks, C (d + 1)), each chunk's block the
-//                       C x d matrix then the C normaliser sums.
-//   fgla_state_scan     global (C * (d + 1) / (16 FG_SCAN_VECS), B, directions): 16 FG_SCAN_VECS
-//                       consecutive state elements per work-item, sequential over chunks; replaces U_c by the
-//                       state entering chunk c: forward H_c (from the left), backward E_c (from the
-//                       right).
+// Phased decomposition (states entering each chunk / outputs), explicitly vectorised over the
+// head dimension (DHEAD % 16 == 0), parallel over chunks and tokens in the output phase. Same
+// math as fgla_chunked: every decay is exp of a running sum of gates (<= 0), accumulated in
+// order. The states entering each chunk, per direction: (B, heads, chunks, d (d + 1)), each
+// block the d x d matrix S[i][e] (rows = k channels) then the d normaliser sums, so one head's
+// states lie in one run of memory in chunk order. CPU launches:
+//   fgla_states_seq     global (heads, directions, B): per head and direction, a walk over the
+//                       chunks in the direction's order that writes the state entering each
+//                       chunk and then adds the chunk's own part: forward H_{c+1} = exp(sum of
+//                       the chunk's gates) H_c + sum_s exp(X_s) k_s v_s^T, backward E_{c-1} the
+//                       same with exp(P_s) (X_s: gates after s to the chunk end, P_s: gates from
+//                       the chunk start up to s, both direct sums), with the column sum_s w_s k_s
+//                       for the normaliser. The forward walk also writes the chunk's k features
+//                       transposed (kT, (B, chunks, C, FG_CHUNK16)) and the factors a = exp(log a)
+//                       for the output phase.
 //   fgla_output_vec     global (chunks * ceil(CHUNK / FG_TB), heads, B): per FG_TB tokens of a chunk
 //                       and a head, q = ELU + 1 of its qk half, the scores against the chunk's
-//                       transposed k (written by the state phase), the intra-chunk sum with running products of the factors a on both sides (at
-//                       most CHUNK - 1 factors, so ~CHUNK ulp; no exp per pair), plus exp(P_r) q H_c
-//                       (and exp(X_r) q E_c) from direct sums of the gates, then the normaliser.
-// Measured on PoCL (2-core AVX-512 VM, bidirectional, L = 65536, 2 heads): 70 ms with separate
-// ELU / factor passes, one state launch per direction, one vector per scan work-item and one
-// token per output work-item; 38-46 ms now (README table), the un-gated attention 30 ms. The
-// `#pragma unroll` on loops over register arrays matters most: without it PoCL's LLVM kept the
-// float16 accumulators in memory (load-FMA-store chains) and the output phase took 2.3x longer.
+//                       kT, the intra-chunk sum with running products of the factors a on both
+//                       sides (at most CHUNK - 1 factors, so ~CHUNK ulp; no exp per pair), plus
+//                       exp(P_r) q H_c (and exp(X_r) q E_c), then the normaliser.
+// The GPU variant (fgla_state_wg, fgla_state_scan, fgla_output_wg, at the end of this file)
+// leaves the same states.
+// Measured on PoCL (2-core AVX-512 VM, MILA-FG-T at 1024, the model's 18 calls): a state phase
+// parallel over chunks (each chunk's sums U_c written, then a scan kernel over them in place)
+// took 66 + 19 ms against 67 ms for the walk, which keeps U_c in registers and writes each state
+// once with streaming stores; the output phase 100 -> 86 ms with the head-major state layout
+// (8.4 KiB strides per chunk before: a new page, so no hardware prefetch) and prefetches one
+// chunk ahead. The `#pragma unroll` on loops over register arrays matters most: without it
+// PoCL's LLVM kept the float16 accumulators in memory (load-FMA-store chains) and the output
+// phase took 2.3x longer.
 
 #if DHEAD % 16 == 0
 #define FG_GROUPS (DHEAD / 16)
 #ifndef FG_BIDIR
 #define FG_BIDIR 1
 #endif
-#if FG_BIDIR
-#define FG_ROWS 4
-#define FG_VLOAD vload4
-#define FG_VSTORE vstore4
-#define FG_ELU1 mila_elu1_float4
-#else
-#define FG_ROWS 8
-#define FG_VLOAD vload8
-#define FG_VSTORE vstore8
-#define FG_ELU1 mila_elu1_float8
-#endif
 #define FG_CHUNK16 ((CHUNK + 15) / 16 * 16)
+#define FG_STATE (DHEAD * (DHEAD + 1))
 
 // Decays below e^-60 are flushed to 0. Strong gates (trained or random weights give log a of
 // -10 and less per token) otherwise drive weights, decay products and the terms they scale into
 // the subnormal range, where every x86 FMA takes a microcode assist: one MILA-FG-T forward at
-// 1024 spent 1.3 s instead of 40 ms in fgla_chunk_state. A term scaled by e^-60 is 1e-26 of the
+// 1024 spent 1.3 s instead of 40 ms in the state phase. A term scaled by e^-60 is 1e-26 of the
 // token's own (diagonal) term, far below float rounding of the output.
 #define FG_TINY 8.7e-27f
 inline float fg_decay(float exponent) { return exponent > -60.0f ? mila_exp_float(exponent) : 0.0f; }
@@ -302,162 +296,114 @@ inline float16 fg_decay16(float16 exponent) {
 }
 inline float fg_flush(float x) { return x < FG_TINY ? 0.0f : x; }
 inline float16 fg_flush16(float16 x) { return select(x, (float16)(0.0f), x < (float16)(FG_TINY)); }
+inline float16 fg_flush_signed16(float16 x) { return select(x, (float16)(0.0f), fabs(x) < (float16)(FG_TINY)); }
 
-__kernel void fgla_chunk_state(const int L, const int C, __global const float* qk, __global const float* v,
-                               __global const float* gate, __global const float* gateScale, __global float* forward,
-                               __global float* backward, __global float* decay, __global float* kfeat, __global float* factors) {
-    const int c0 = get_global_id(0) * FG_ROWS, chunk = get_global_id(1), b = get_global_id(2);
-    const int chunks = get_global_size(1), heads = C / DHEAD;
-    if (c0 >= C) return;
-    const int h = c0 / DHEAD;
-    const bool first = c0 % DHEAD == 0;
+// State rows per register block in fgla_states_seq: FG_SROWS x FG_GROUPS float16 accumulators
+// (16 of AVX-512's 32 registers at d = 32).
+#define FG_SROWS 8
+
+__kernel void fgla_states_seq(const int L, const int C, __global const float* qk, __global const float* v,
+                              __global const float* gate, __global const float* gateScale, __global float* forward,
+                              __global float* backward, __global float* kfeat, __global float* factors) {
+    const int h = get_global_id(0), isBackward = get_global_id(1), b = get_global_id(2);
+    const int heads = C / DHEAD, chunks = (L + CHUNK - 1) / CHUNK;
+    if (h >= heads) return;
     const float scale = gateScale[h];
-    const int t0 = chunk * CHUNK, n = min(L, t0 + CHUNK) - t0;
-    __global const float* gh = gate + ((size_t)b * L + t0) * heads + h;
-    // Token weights as exponents, direct sums of the gates: forward X_s = gates after s up to the
-    // chunk end (summed from the end), backward P_s = gates from the chunk start up to s; then
-    // exponentiated 16 at a time (rows past the end get weight 0 and are never read).
-    float wf[FG_CHUNK16], wb[FG_CHUNK16];
-    float run = 0.0f;
-    for (int i = n - 1; i >= 0; --i) {
-        wf[i] = run;
-        run += scale * gh[(size_t)i * heads];
-    }
-    if (first) decay[((size_t)b * chunks + chunk) * heads + h] = fg_decay(run);
-    run = 0.0f;
-    for (int i = 0; i < n; ++i) {
-        const float g = scale * gh[(size_t)i * heads];
-        run += g;
-        wb[i] = run;
-        if (first) factors[((size_t)b * L + t0 + i) * heads + h] = fg_decay(g);
-    }
-    for (int i = n; i < FG_CHUNK16; ++i) wf[i] = wb[i] = 0.0f;
-    for (int i = 0; i < FG_CHUNK16; i += 16) {
-        vstore16(fg_decay16(vload16(0, wf + i)), 0, wf + i);
-#if FG_BIDIR
-        vstore16(fg_decay16(vload16(0, wb + i)), 0, wb + i);
-#endif
-    }
-    float16 accF[FG_ROWS][FG_GROUPS];
-#if FG_BIDIR
-    float16 accB[FG_ROWS][FG_GROUPS];
-    float ksumB[FG_ROWS];
-#endif
-    float ksumF[FG_ROWS];
+    __global float* states = (isBackward ? backward : forward) + ((size_t)b * heads + h) * chunks * FG_STATE;
+    // The running state (rows = k channels) and its normaliser column; per chunk the weights w
+    // and the weighted k features kw[s][m] = w_s k_s[m].
+    float st[DHEAD][DHEAD], sums[DHEAD], kw[FG_CHUNK16][DHEAD], w[FG_CHUNK16];
+    for (int r = 0; r < DHEAD; ++r)
+        #pragma unroll
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16((float16)(0.0f), g2, st[r]);
     #pragma unroll
-    for (int r = 0; r < FG_ROWS; ++r) {
-        #pragma unroll
-        for (int g = 0; g < FG_GROUPS; ++g) accF[r][g] = (float16)(0.0f);
-        ksumF[r] = 0.0f;
-#if FG_BIDIR
-        #pragma unroll
-        for (int g = 0; g < FG_GROUPS; ++g) accB[r][g] = (float16)(0.0f);
-        ksumB[r] = 0.0f;
-#endif
-    }
-    // k features of the chunk, transposed (kk[r][i]: channel c0 + r, token i): gathered raw,
-    // then ELU + 1 sixteen tokens at a time (a float4 ELU per token cost half of this kernel's
-    // time), zero past the end, and written as kT (B, chunks, C, FG_CHUNK16) for the output phase.
-    float kk[FG_ROWS][FG_CHUNK16];
-    for (int i = 0; i < n; ++i) {
-        float raw[FG_ROWS];
-        FG_VSTORE(FG_VLOAD(0, qk + ((size_t)b * L + t0 + i) * 2 * C + C + c0), 0, raw);
-        #pragma unroll
-        for (int r = 0; r < FG_ROWS; ++r) kk[r][i] = raw[r];
-    }
-    __global float* kt = kfeat + (((size_t)b * chunks + chunk) * C + c0) * FG_CHUNK16;
-    #pragma unroll
-    for (int r = 0; r < FG_ROWS; ++r) {
-        #pragma unroll
-        for (int j = 0; j < FG_CHUNK16 / 16; ++j) vstore16(mila_elu1_float16(vload16(j, kk[r])), j, kk[r]);
-        for (int i = n; i < FG_CHUNK16; ++i) kk[r][i] = 0.0f;
-        #pragma unroll
-        for (int j = 0; j < FG_CHUNK16 / 16; ++j) vstore16(vload16(j, kk[r]), j, kt + (size_t)r * FG_CHUNK16);
-    }
-    for (int i = 0; i < n; ++i) {
-        const size_t row = (size_t)b * L + t0 + i;
-        float k[FG_ROWS];
-        #pragma unroll
-        for (int r = 0; r < FG_ROWS; ++r) k[r] = kk[r][i];
-        const float w = wf[i];
-#if FG_BIDIR
-        const float w2 = wb[i];
-#endif
-        __global const float* vrow = v + row * C + h * DHEAD;
-        #pragma unroll
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
-            const float16 vg = vload16(g2, vrow);
+    for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16((float16)(0.0f), g2, sums);
+    for (int step = 0; step < chunks; ++step) {
+        const int chunk = isBackward ? chunks - 1 - step : step;
+        const int t0 = chunk * CHUNK, n = min(L, t0 + CHUNK) - t0;
+        // The state entering this chunk, streamed past the caches (the output phase reads it
+        // much later).
+        __global float* out = states + (size_t)chunk * FG_STATE;
+        for (int r = 0; r < DHEAD; ++r)
             #pragma unroll
-            for (int r = 0; r < FG_ROWS; ++r) {
-                accF[r][g2] = fma((float16)(w * k[r]), vg, accF[r][g2]);
-#if FG_BIDIR
-                accB[r][g2] = fma((float16)(w2 * k[r]), vg, accB[r][g2]);
-#endif
+            for (int g2 = 0; g2 < FG_GROUPS; ++g2) MILA_STREAM16(vload16(g2, st[r]), out + r * DHEAD + g2 * 16);
+        #pragma unroll
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) MILA_STREAM16(vload16(g2, sums), out + DHEAD * DHEAD + g2 * 16);
+        // Token weights as exponents, direct sums of the gates (forward: after s, summed from the
+        // end; backward: up to s), exponentiated 16 at a time; 0 past the end.
+        __global const float* gh = gate + ((size_t)b * L + t0) * heads + h;
+        float run = 0.0f;
+        if (isBackward) {
+            for (int i = 0; i < n; ++i) {
+                run += scale * gh[(size_t)i * heads];
+                w[i] = run;
+            }
+        } else {
+            for (int i = n - 1; i >= 0; --i) {
+                w[i] = run;
+                const float g = scale * gh[(size_t)i * heads];
+                run += g;
+                factors[((size_t)b * L + t0 + i) * heads + h] = fg_decay(g);
             }
         }
+        for (int i = n; i < FG_CHUNK16; ++i) w[i] = -100.0f;
         #pragma unroll
-        for (int r = 0; r < FG_ROWS; ++r) {
-            ksumF[r] = fma(w, k[r], ksumF[r]);
-#if FG_BIDIR
-            ksumB[r] = fma(w2, k[r], ksumB[r]);
-#endif
+        for (int i = 0; i < FG_CHUNK16; i += 16) vstore16(fg_decay16(vload16(0, w + i)), 0, w + i);
+        const float gamma = fg_decay(run);
+        // k features (ELU + 1) times the weights; the forward walk also writes them unweighted
+        // and transposed, zero past the end.
+        __global float* kt = kfeat + (((size_t)b * chunks + chunk) * C + h * DHEAD) * FG_CHUNK16;
+        for (int i = 0; i < FG_CHUNK16; ++i) {
+            float16 kv[FG_GROUPS];
+            #pragma unroll
+            for (int g2 = 0; g2 < FG_GROUPS; ++g2)
+                kv[g2] = i < n ? mila_elu1_float16(vload16(g2, qk + ((size_t)b * L + t0 + i) * 2 * C + C + h * DHEAD)) : (float16)(0.0f);
+            if (!isBackward) {
+                #pragma unroll
+                for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
+                    float kr[16];
+                    vstore16(kv[g2], 0, kr);
+                    #pragma unroll
+                    for (int m = 0; m < 16; ++m) kt[(size_t)(g2 * 16 + m) * FG_CHUNK16 + i] = kr[m];
+                }
+            }
+            #pragma unroll
+            for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(kv[g2] * w[i], g2, kw[i]);
         }
-    }
-    // Per chunk: the C x d matrix (rows = channels), then the C normaliser sums.
-    const size_t base = ((size_t)b * chunks + chunk) * C * (DHEAD + 1);
-    #pragma unroll
-    for (int r = 0; r < FG_ROWS; ++r) {
+        // S = gamma S + sum_s kw_s v_s^T, FG_SROWS rows at a time; the normaliser column alike.
+        __global const float* vh = v + ((size_t)b * L + t0) * C + h * DHEAD;
+        for (int r0 = 0; r0 < DHEAD; r0 += FG_SROWS) {
+            float16 acc[FG_SROWS][FG_GROUPS];
+            #pragma unroll
+            for (int r = 0; r < FG_SROWS; ++r)
+                #pragma unroll
+                for (int g2 = 0; g2 < FG_GROUPS; ++g2) acc[r][g2] = (float16)(0.0f);
+            for (int s = 0; s < n; ++s) {
+                #pragma unroll
+                for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
+                    const float16 vs = vload16(g2, vh + (size_t)s * C);
+                    #pragma unroll
+                    for (int r = 0; r < FG_SROWS; ++r) acc[r][g2] = fma((float16)(kw[s][r0 + r]), vs, acc[r][g2]);
+                }
+            }
+            #pragma unroll
+            for (int r = 0; r < FG_SROWS; ++r)
+                #pragma unroll
+                for (int g2 = 0; g2 < FG_GROUPS; ++g2)
+                    vstore16(fg_flush_signed16(fma((float16)(gamma), vload16(g2, st[r0 + r]), acc[r][g2])), g2, st[r0 + r]);
+        }
         #pragma unroll
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(accF[r][g2], 0, forward + base + (size_t)(c0 + r) * DHEAD + g2 * 16);
-        forward[base + (size_t)C * DHEAD + c0 + r] = ksumF[r];
-#if FG_BIDIR
-        #pragma unroll
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(accB[r][g2], 0, backward + base + (size_t)(c0 + r) * DHEAD + g2 * 16);
-        backward[base + (size_t)C * DHEAD + c0 + r] = ksumB[r];
-#endif
-    }
-}
-
-// In place: U_c -> the state entering chunk c, FG_SCAN_VECS x 16 consecutive elements per
-// work-item, chunk by chunk (fewer, longer strides than one vector per work-item: the walk over
-// chunks jumps C (d + 1) floats, a new page each step). A chunk's block is the C x d matrix then
-// the C sums, so a 16-element vector lies in one head (d and d d are multiples of 16).
-// Direction = global id 2 (0 forward, 1 backward). Launch with one work-item per work-group so
-// the few long walks spread over the compute units.
-#ifndef FG_SCAN_VECS
-#define FG_SCAN_VECS 8
-#endif
-__kernel void fgla_state_scan(const int C, const int chunks, __global float* forward, __global float* backward,
-                              __global const float* decay) {
-    const int b = get_global_id(1), isBackward = get_global_id(2);
-    const int heads = C / DHEAD, size = C * (DHEAD + 1);
-    const int first = get_global_id(0) * FG_SCAN_VECS * 16;
-    if (first >= size) return;
-    const int nv = min(FG_SCAN_VECS, (size - first) / 16);  // size is a multiple of 16
-    __global float* states = isBackward ? backward : forward;
-    int head[FG_SCAN_VECS];
-    float16 state[FG_SCAN_VECS];
-    #pragma unroll
-    for (int k = 0; k < FG_SCAN_VECS; ++k) {
-        const int e0 = first + min(k, nv - 1) * 16;
-        head[k] = e0 < C * DHEAD ? e0 / (DHEAD * DHEAD) : (e0 - C * DHEAD) / DHEAD;
-        state[k] = (float16)(0.0f);
-    }
-    for (int i = 0; i < chunks; ++i) {
-        const int c = isBackward ? chunks - 1 - i : i;
-        __global float* u = states + ((size_t)b * chunks + c) * size + first;
-        __global const float* dc = decay + ((size_t)b * chunks + c) * heads;
-        for (int k = 0; k < nv; ++k) {
-            const float16 contribution = vload16(k, u);
-            vstore16(state[k], k, u);  // the state entering chunk c
-            const float16 next = fma((float16)(dc[head[k]]), state[k], contribution);
-            state[k] = select(next, (float16)(0.0f), fabs(next) < (float16)(FG_TINY));  // no subnormals (fg_decay)
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
+            float16 ks = (float16)(0.0f);
+            for (int s = 0; s < n; ++s) ks += vload16(g2, kw[s]);
+            vstore16(fg_flush16(fma((float16)(gamma), vload16(g2, sums), ks)), g2, sums);
         }
     }
 }
 
 // Tokens per work-item in fgla_output_vec: each k row, v row and state row loaded once serves
-// FG_TB tokens (register blocking; one token per work-item ran at ~25 GFLOP/s on PoCL).
+// FG_TB tokens (register blocking; one token per work-item ran at ~25 GFLOP/s on PoCL; 8 ran
+// as fast as 4).
 #define FG_TB 4
 
 __kernel void fgla_output_vec(const int L, const int C, const int normalize,
@@ -472,6 +418,31 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
     if (i0 >= n) return;
     const int nt = min(FG_TB, n - i0);  // tokens of this block; the others repeat the last one, unstored
     const float scale = gateScale[h];
+    // While this chunk computes, the caches fetch the next chunk's share of this work-item: its
+    // tokens' q and v rows, and rows block, block + blocksPerChunk, ... of kT and of both states.
+    if (chunk + 1 < chunks) {
+        const int tn = t0 + CHUNK + i0, part = block % blocksPerChunk;
+        for (int tb = 0; tb < FG_TB && tn + tb < L; ++tb) {
+            const size_t row = (size_t)b * L + tn + tb;
+            #pragma unroll
+            for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
+                MILA_PREFETCH(qk + row * 2 * C + h * DHEAD + g2 * 16);
+                MILA_PREFETCH(v + row * C + h * DHEAD + g2 * 16);
+            }
+        }
+        __global const float* ktNext = kfeat + (((size_t)b * chunks + chunk + 1) * C + h * DHEAD) * FG_CHUNK16;
+        __global const float* fNext = forward + (((size_t)b * heads + h) * chunks + chunk + 1) * FG_STATE;
+        __global const float* bNext = backwardStates + (((size_t)b * heads + h) * chunks + chunk + 1) * FG_STATE;
+        for (int r = part; r < DHEAD + 1; r += blocksPerChunk) {
+            if (r < DHEAD)
+                for (int j = 0; j < FG_CHUNK16; j += 16) MILA_PREFETCH(ktNext + (size_t)r * FG_CHUNK16 + j);
+            #pragma unroll
+            for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
+                MILA_PREFETCH(fNext + r * DHEAD + g2 * 16);
+                if (FG_BIDIR) MILA_PREFETCH(bNext + r * DHEAD + g2 * 16);
+            }
+        }
+    }
     __global const float* gh = gate + ((size_t)b * L + t0) * heads + h;
     __global const float* ah = factors + ((size_t)b * L + t0) * heads + h;
     float q[FG_TB][DHEAD];
@@ -579,9 +550,8 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
     }
     // Inter-chunk: exp(P) q H_c (and exp(X) q E_c).
     for (int pass = 0; pass < (FG_BIDIR ? 2 : 1); ++pass) {
-        __global const float* block = (pass == 0 ? forward : backwardStates) + ((size_t)b * chunks + chunk) * C * (DHEAD + 1);
-        __global const float* state = block + (size_t)h * DHEAD * DHEAD;  // d x d, rows = k channels
-        __global const float* sums = block + (size_t)C * DHEAD + h * DHEAD;  // the normaliser's d sums
+        __global const float* state = (pass == 0 ? forward : backwardStates) + (((size_t)b * heads + h) * chunks + chunk) * FG_STATE;
+        __global const float* sums = state + DHEAD * DHEAD;  // the normaliser's d sums
         float16 acc[FG_TB][FG_GROUPS];
         float accDen[FG_TB];
         #pragma unroll
@@ -621,15 +591,18 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
 }
 #endif
 
-// The GPU variant of the three phases: a work-group per (head, chunk, batch) with the chunk's
-// rows in local memory, consecutive work-items on consecutive channels (coalesced loads and
-// stores), every pair weight a direct sum of gates (exp per pair is cheap on GPUs), no
-// transposed-k or factor buffers. Same states and scan (fgla_state_scan, FG_SCAN_VECS=1) as the
-// CPU phases.
+// The GPU variant of the phases: a work-group per (head, chunk, batch) with the chunk's rows in
+// local memory, consecutive work-items on consecutive channels (coalesced loads and stores),
+// every pair weight a direct sum of gates (exp per pair is cheap on GPUs), no transposed-k or
+// factor buffers. The chunks' own sums are written in parallel, then a scan turns them into the
+// states entering each chunk, the layout fgla_states_seq writes.
 //   fgla_state_wg   states per chunk: U[i][e] = sum_s w_s k_s[i] v_s[e] and the sums
 //                   sum_s w_s k_s[i], w_s = exp(gates after s) forward, exp(gates up to s)
 //                   backward; FG_OPW entries of the d x d block per work-item. Writes the chunk
 //                   decay for the scan. Launch: global (FG_WG * heads, chunks, B), local (FG_WG).
+//   fgla_state_scan one vector of 16 state elements per work-item, sequential over chunks: in
+//                   place, U_c -> the state entering chunk c (forward from the left, backward
+//                   from the right). Launch: global (heads d (d + 1) / 16, B, directions).
 //   fgla_output_wg  per chunk and head: the scores S = q k^T of the chunk in local memory, masked
 //                   row by row (M_rs = exp(gates between s and r), one work-item per row), then
 //                   out[r][e] = (sum_s S_rs v_s[e] + exp(P_r) q_r H[:, e] + exp(X_r) q_r E[:, e])
@@ -681,7 +654,7 @@ void fgla_state_wg(const int L, const int C, __global const float* qk, __global 
         decay[((size_t)b * chunks + chunk) * heads + h] = fg_decay_wg(total);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    const size_t base = ((size_t)b * chunks + chunk) * C * (DHEAD + 1);
+    const size_t base = (((size_t)b * heads + h) * chunks + chunk) * FG_STATE;
     for (int o = 0; o < FG_OPW; ++o) {
         const int entry = lid + o * FG_WG;
         if (entry >= DHEAD * DHEAD) break;
@@ -692,9 +665,9 @@ void fgla_state_wg(const int L, const int C, __global const float* qk, __global 
             accF = fma(WF[r], kv, accF);
             accB = fma(WB[r], kv, accB);
         }
-        forward[base + (size_t)(h * DHEAD + i) * DHEAD + e] = accF;
+        forward[base + i * DHEAD + e] = accF;
 #if FG_BIDIR
-        backward[base + (size_t)(h * DHEAD + i) * DHEAD + e] = accB;
+        backward[base + i * DHEAD + e] = accB;
 #endif
     }
     if (lid < DHEAD) {
@@ -703,10 +676,27 @@ void fgla_state_wg(const int L, const int C, __global const float* qk, __global 
             sumF = fma(WF[r], K[r][lid], sumF);
             sumB = fma(WB[r], K[r][lid], sumB);
         }
-        forward[base + (size_t)C * DHEAD + h * DHEAD + lid] = sumF;
+        forward[base + DHEAD * DHEAD + lid] = sumF;
 #if FG_BIDIR
-        backward[base + (size_t)C * DHEAD + h * DHEAD + lid] = sumB;
+        backward[base + DHEAD * DHEAD + lid] = sumB;
 #endif
+    }
+}
+
+__kernel void fgla_state_scan(const int C, const int chunks, __global float* forward, __global float* backward,
+                              __global const float* decay) {
+    const int b = get_global_id(1), isBackward = get_global_id(2), heads = C / DHEAD;
+    const int e = get_global_id(0) * 16;  // d (d + 1) is a multiple of 16: a vector lies in one head
+    if (e >= heads * FG_STATE) return;
+    const int h = e / FG_STATE;
+    __global float* states = (isBackward ? backward : forward) + ((size_t)b * heads + h) * chunks * FG_STATE + e % FG_STATE;
+    float16 state = (float16)(0.0f);
+    for (int i = 0; i < chunks; ++i) {
+        const int c = isBackward ? chunks - 1 - i : i;
+        __global float* u = states + (size_t)c * FG_STATE;
+        const float16 contribution = vload16(0, u);
+        vstore16(state, 0, u);  // the state entering chunk c
+        state = fg_flush_signed16(fma((float16)(decay[((size_t)b * chunks + c) * heads + h]), state, contribution));
     }
 }
 
@@ -728,8 +718,9 @@ void fgla_output_wg(const int L, const int C, const int normalize, __global cons
         S[r][s] = dot;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    __global const float* fblock = forward + ((size_t)b * chunks + chunk) * C * (DHEAD + 1);
-    __global const float* bblock = backwardStates + ((size_t)b * chunks + chunk) * C * (DHEAD + 1);
+    const int heads = C / DHEAD;
+    __global const float* fstate = forward + (((size_t)b * heads + h) * chunks + chunk) * FG_STATE;
+    __global const float* bstate = backwardStates + (((size_t)b * heads + h) * chunks + chunk) * FG_STATE;
     for (int r = lid; r < n; r += FG_WG) {
         // Row r of the mask, from the diagonal outwards: s < r by the gates s+1..r, s > r
         // (bidirectional) by the gates r+1..s; the row's part of the normaliser on the way.
@@ -753,9 +744,9 @@ void fgla_output_wg(const int L, const int C, const int normalize, __global cons
         const float wp = fg_decay_wg(p), wx = FG_BIDIR ? fg_decay_wg(x) : 0.0f;
         float dotF = 0.0f, dotB = 0.0f;
         for (int i = 0; i < DHEAD; ++i) {
-            dotF = fma(Q[r][i], fblock[(size_t)C * DHEAD + h * DHEAD + i], dotF);
+            dotF = fma(Q[r][i], fstate[DHEAD * DHEAD + i], dotF);
 #if FG_BIDIR
-            dotB = fma(Q[r][i], bblock[(size_t)C * DHEAD + h * DHEAD + i], dotB);
+            dotB = fma(Q[r][i], bstate[DHEAD * DHEAD + i], dotB);
 #endif
         }
         WP[r] = wp;
@@ -769,9 +760,9 @@ void fgla_output_wg(const int L, const int C, const int normalize, __global cons
         for (int s = 0; s < n; ++s) num = fma(S[r][s], V[s][e], num);
         float hf = 0.0f, hb = 0.0f;
         for (int i = 0; i < DHEAD; ++i) {
-            hf = fma(Q[r][i], fblock[(size_t)(h * DHEAD + i) * DHEAD + e], hf);
+            hf = fma(Q[r][i], fstate[i * DHEAD + e], hf);
 #if FG_BIDIR
-            hb = fma(Q[r][i], bblock[(size_t)(h * DHEAD + i) * DHEAD + e], hb);
+            hb = fma(Q[r][i], bstate[i * DHEAD + e], hb);
 #endif
         }
         num = fma(WX[r], hb, fma(WP[r], hf, num));

@@ -285,10 +285,14 @@ public final class CLContext: @unchecked Sendable {
     /// agreement tests against the reference hold without them.
     public static let baseOptions = "-cl-std=CL1.2"
 
+    /// `baseOptions` for this device: simulators also get MILA_NO_PREFETCH (Oclgrind builds
+    /// `__builtin_prefetch` but cannot create a kernel that calls it).
+    var deviceOptions: String { device.isSimulator ? Self.baseOptions + " -DMILA_NO_PREFETCH" : Self.baseOptions }
+
     /// The kernel `name` from `source` built with `defines` (`["RM=4", "VEC=16"]`); built once
     /// per (source, options) and cached in memory and on disk.
     public func kernel(_ source: KernelSource, _ name: String, defines: [String] = []) throws -> CLKernel {
-        let options = ([Self.baseOptions] + defines.map { "-D\($0)" }).joined(separator: " ")
+        let options = ([deviceOptions] + defines.map { "-D\($0)" }).joined(separator: " ")
         let key = "\(source.rawValue)|\(options)|\(name)"
         lock.lock(); defer { lock.unlock() }
         if let cached = kernels[key] { return cached }
@@ -325,7 +329,7 @@ public final class CLContext: @unchecked Sendable {
     /// Builds OpenCL C `text` (with common.cl prepended) without caching it: for tools and tests
     /// that check a source compiles. Throws `CLError` with the build log when it does not.
     public func compile(text: String, file: String, defines: [String] = []) throws {
-        let options = ([Self.baseOptions] + defines.map { "-D\($0)" }).joined(separator: " ")
+        let options = ([deviceOptions] + defines.map { "-D\($0)" }).joined(separator: " ")
         lock.lock(); defer { lock.unlock() }
         let program = try programFromSource(try KernelSource.common.text() + "\n" + text, file: file, options: options)
         clReleaseProgram(program)
@@ -339,7 +343,7 @@ public final class CLContext: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         if let cached = kernels[key] { return cached }
         let memoryKey = "text:\(file)|\(source.hashValue)"
-        let program = try programs[memoryKey] ?? programFromSource(source, file: file, options: Self.baseOptions)
+        let program = try programs[memoryKey] ?? programFromSource(source, file: file, options: deviceOptions)
         programs[memoryKey] = program
         return try entryPoint(name, of: program, file: file, key: key)
     }

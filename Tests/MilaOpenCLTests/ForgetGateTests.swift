@@ -78,7 +78,7 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
         [16, 32, 64].map { ForgetGateCase(tokens: l, chunk: $0, channels: 64, heads: 2) }
     } + [
         // Chunks that are not a multiple of the output kernel's 4-token blocks or of 16 lanes,
-        // and d = 16 with 3 heads (the scan's 16-element vectors then straddle two heads).
+        // and d = 16 with 3 heads (one 16-float vector per state row).
         ForgetGateCase(tokens: 65, chunk: 7, channels: 48, heads: 3),
         ForgetGateCase(tokens: 197, chunk: 20, channels: 64, heads: 2),
     ]

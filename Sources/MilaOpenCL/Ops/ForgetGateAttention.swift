@@ -79,26 +79,20 @@ extension CLContext {
             return try phasedForgetGateGPU(qk: qk, v: v, gate: gate, scale: scale, spec: spec, bidirectional: bidirectional,
                                            normalize: normalize, chunk: chunk, group: group, defines: defines, output: output)
         }
-        let rows = bidirectional ? 4 : 8  // FG_ROWS in the kernel
         let chunks = ceilDiv(l, chunk)
         let kfeat = try buffer(count: batch * chunks * c * ((chunk + 15) / 16 * 16))  // k transposed per chunk (FG_CHUNK16)
-        let decay = try buffer(count: batch * chunks * heads)
         let factors = try buffer(count: batch * l * heads)
         let forward = try buffer(count: batch * chunks * c * (d + 1))
         let backward = bidirectional ? try buffer(count: batch * chunks * c * (d + 1)) : forward
         defer {
-            for b in [kfeat, decay, factors, forward] { recycle(b) }
+            for b in [kfeat, factors, forward] { recycle(b) }
             if bidirectional { recycle(backward) }
         }
-        // One chunk's row blocks per work-group: PoCL's own choice (thousands of work-items) ran
-        // out of stack with the kernel's private arrays at L = 16384.
-        try launch(try kernel(.forgetGateAttention, "fgla_chunk_state", defines: defines), global: [c / rows, chunks, batch],
-                   local: [c / rows, 1, 1],
+        // One walk over the chunks per (head, direction, batch), a work-item each.
+        try launch(try kernel(.forgetGateAttention, "fgla_states_seq", defines: defines), global: [heads, bidirectional ? 2 : 1, batch],
+                   local: [1, 1, 1],
                    arguments: [.int(Int32(l)), .int(Int32(c)), .buffer(qk.buffer), .buffer(v.buffer), .buffer(gate.buffer),
-                               .buffer(scale), .buffer(forward), .buffer(backward), .buffer(decay), .buffer(kfeat), .buffer(factors)])
-        try launch(try kernel(.forgetGateAttention, "fgla_state_scan", defines: defines),
-                   global: [ceilDiv(c * (d + 1), 16 * 8), batch, bidirectional ? 2 : 1], local: [1, 1, 1],  // FG_SCAN_VECS = 8
-                   arguments: [.int(Int32(c)), .int(Int32(chunks)), .buffer(forward), .buffer(backward), .buffer(decay)])
+                               .buffer(scale), .buffer(forward), .buffer(backward), .buffer(kfeat), .buffer(factors)])
         let y = try output ?? empty([batch, l, c])
         // FG_TB = 4 tokens per work-item; work-groups of 8 (PoCL's own choice of a large group
         // overflowed its stack with the kernel's private arrays).
@@ -110,15 +104,14 @@ extension CLContext {
         return y
     }
 
-    /// The GPU phases (fgla_state_wg, fgla_state_scan with one vector per work-item,
-    /// fgla_output_wg): work-groups of `group` work-items per (head, chunk) with the chunk in
-    /// local memory.
+    /// The GPU phases (fgla_state_wg, fgla_state_scan, fgla_output_wg): work-groups of `group`
+    /// work-items per (head, chunk) with the chunk in local memory.
     private func phasedForgetGateGPU(qk: DeviceTensor, v: DeviceTensor, gate: DeviceTensor, scale: CLBuffer, spec: ForgetGateAttentionSpec,
                                      bidirectional: Bool, normalize: Bool, chunk: Int, group: Int, defines: [String],
                                      output: DeviceTensor?) throws -> DeviceTensor {
         let (batch, l, c, heads, d) = (spec.batch, spec.tokens, spec.channels, spec.heads, spec.headDim)
         let chunks = ceilDiv(l, chunk)
-        let tiled = defines + ["FG_WG=\(group)", "FG_OPW=\(ceilDiv(d * d, group))", "FG_SCAN_VECS=1"]
+        let tiled = defines + ["FG_WG=\(group)", "FG_OPW=\(ceilDiv(d * d, group))"]
         let decay = try buffer(count: batch * chunks * heads)
         let forward = try buffer(count: batch * chunks * c * (d + 1))
         let backward = bidirectional ? try buffer(count: batch * chunks * c * (d + 1)) : forward
@@ -132,7 +125,7 @@ extension CLContext {
                    arguments: [.int(lTokens), .int(channels), .buffer(qk.buffer), .buffer(v.buffer), .buffer(gate.buffer), .buffer(scale),
                                .buffer(forward), .buffer(backward), .buffer(decay)])
         try launch(try kernel(.forgetGateAttention, "fgla_state_scan", defines: tiled),
-                   global: [ceilDiv(c * (d + 1), 16), batch, bidirectional ? 2 : 1],
+                   global: [heads * d * (d + 1) / 16, batch, bidirectional ? 2 : 1],
                    arguments: [.int(channels), .int(Int32(chunks)), .buffer(forward), .buffer(backward), .buffer(decay)])
         let y = try output ?? empty([batch, l, c])
         try launch(try kernel(.forgetGateAttention, "fgla_output_wg", defines: tiled), global: [group * chunks, heads, batch],
