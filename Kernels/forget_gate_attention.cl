@@ -419,7 +419,8 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
     const int nt = min(FG_TB, n - i0);  // tokens of this block; the others repeat the last one, unstored
     const float scale = gateScale[h];
     // While this chunk computes, the caches fetch the next chunk's share of this work-item: its
-    // tokens' q and v rows, and rows block, block + blocksPerChunk, ... of kT and of both states.
+    // tokens' q and v rows and its run of rows of kT and of both states (the sums row with the
+    // first). Contiguous runs: rows strided by the blocks per chunk gained nothing.
     if (chunk + 1 < chunks) {
         const int tn = t0 + CHUNK + i0, part = block % blocksPerChunk;
         for (int tb = 0; tb < FG_TB && tn + tb < L; ++tb) {
@@ -433,15 +434,17 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
         __global const float* ktNext = kfeat + (((size_t)b * chunks + chunk + 1) * C + h * DHEAD) * FG_CHUNK16;
         __global const float* fNext = forward + (((size_t)b * heads + h) * chunks + chunk + 1) * FG_STATE;
         __global const float* bNext = backwardStates + (((size_t)b * heads + h) * chunks + chunk + 1) * FG_STATE;
-        for (int r = part; r < DHEAD + 1; r += blocksPerChunk) {
-            if (r < DHEAD)
-                for (int j = 0; j < FG_CHUNK16; j += 16) MILA_PREFETCH(ktNext + (size_t)r * FG_CHUNK16 + j);
-            #pragma unroll
-            for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
-                MILA_PREFETCH(fNext + r * DHEAD + g2 * 16);
-                if (FG_BIDIR) MILA_PREFETCH(bNext + r * DHEAD + g2 * 16);
-            }
+        const int rows = (DHEAD + blocksPerChunk - 1) / blocksPerChunk, r0 = min(DHEAD, part * rows), r1 = min(DHEAD, r0 + rows);
+        for (int j = r0 * FG_CHUNK16; j < r1 * FG_CHUNK16; j += 16) MILA_PREFETCH(ktNext + j);
+        for (int j = r0 * DHEAD; j < r1 * DHEAD; j += 16) {
+            MILA_PREFETCH(fNext + j);
+            if (FG_BIDIR) MILA_PREFETCH(bNext + j);
         }
+        if (part == 0)
+            for (int j = DHEAD * DHEAD; j < FG_STATE; j += 16) {
+                MILA_PREFETCH(fNext + j);
+                if (FG_BIDIR) MILA_PREFETCH(bNext + j);
+            }
     }
     __global const float* gh = gate + ((size_t)b * L + t0) * heads + h;
     __global const float* ah = factors + ((size_t)b * L + t0) * heads + h;
