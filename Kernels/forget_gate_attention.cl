@@ -523,19 +523,17 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
             for (int tb = 0; tb < FG_TB; ++tb) sc[tb][j] = fma((float16)(q[tb][mm]), kv, sc[tb][j]);
         }
     }
-    float den[FG_TB];
+    // The normaliser's terms gather in one vector per token, summed across lanes at the end.
+    float16 den[FG_TB];
     #pragma unroll
     for (int tb = 0; tb < FG_TB; ++tb) {
-        float16 dsum = (float16)(0.0f);
+        den[tb] = (float16)(0.0f);
         #pragma unroll
         for (int j = 0; j < FG_CHUNK16 / 16; ++j) {
             const float16 y = sc[tb][j] * vload16(j, w[tb]);
             vstore16(y, j, w[tb]);
-            dsum += y;
+            den[tb] += y;
         }
-        const float8 d8 = dsum.lo + dsum.hi;
-        const float4 d4 = d8.lo + d8.hi;
-        den[tb] = (d4.x + d4.y) + (d4.z + d4.w);
     }
     float16 num[FG_TB][FG_GROUPS];
     #pragma unroll
@@ -551,24 +549,27 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
             for (int tb = 0; tb < FG_TB; ++tb) num[tb][g2] = fma((float16)(w[tb][s]), vs, num[tb][g2]);
         }
     }
-    // Inter-chunk: exp(P) q H_c (and exp(X) q E_c).
+    // Inter-chunk: exp(P) q H_c (and exp(X) q E_c), the decays as one vector of exps.
+    float wgt[2][FG_TB];
+    for (int tb = 0; tb < FG_TB; ++tb) {
+        wgt[0][tb] = p[tb];
+        wgt[1][tb] = x[tb];
+    }
+    for (int i = 0; i < 2 * FG_TB; i += 8) {
+        const float8 e = vload8(0, wgt[0] + i);
+        vstore8(select((float8)(0.0f), mila_exp_float8(e), e > (float8)(-60.0f)), 0, wgt[0] + i);
+    }
     for (int pass = 0; pass < (FG_BIDIR ? 2 : 1); ++pass) {
         __global const float* state = (pass == 0 ? forward : backwardStates) + (((size_t)b * heads + h) * chunks + chunk) * FG_STATE;
         __global const float* sums = state + DHEAD * DHEAD;  // the normaliser's d sums
         float16 acc[FG_TB][FG_GROUPS];
-        float accDen[FG_TB];
         #pragma unroll
-        for (int tb = 0; tb < FG_TB; ++tb) {
-            float16 dot = (float16)(0.0f);
+        for (int tb = 0; tb < FG_TB; ++tb)
             #pragma unroll
             for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
                 acc[tb][g2] = (float16)(0.0f);
-                dot = fma(vload16(g2, q[tb]), vload16(g2, sums), dot);
+                den[tb] = fma(vload16(g2, q[tb]) * wgt[pass][tb], vload16(g2, sums), den[tb]);
             }
-            const float8 d8 = dot.lo + dot.hi;
-            const float4 d4 = d8.lo + d8.hi;
-            accDen[tb] = (d4.x + d4.y) + (d4.z + d4.w);
-        }
         for (int r = 0; r < DHEAD; ++r) {
             #pragma unroll
             for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
@@ -578,15 +579,14 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
             }
         }
         #pragma unroll
-        for (int tb = 0; tb < FG_TB; ++tb) {
-            const float wgt = fg_decay(pass == 0 ? p[tb] : x[tb]);
+        for (int tb = 0; tb < FG_TB; ++tb)
             #pragma unroll
-            for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[tb][g2] = fma((float16)(wgt), acc[tb][g2], num[tb][g2]);
-            den[tb] = fma(wgt, accDen[tb], den[tb]);
-        }
+            for (int g2 = 0; g2 < FG_GROUPS; ++g2) num[tb][g2] = fma((float16)(wgt[pass][tb]), acc[tb][g2], num[tb][g2]);
     }
     for (int tb = 0; tb < nt; ++tb) {
-        const float inv = normalize ? 1.0f / (den[tb] + 1e-6f) : 1.0f;
+        const float8 d8 = den[tb].lo + den[tb].hi;
+        const float4 d4 = d8.lo + d8.hi;
+        const float inv = normalize ? 1.0f / ((d4.x + d4.y) + (d4.z + d4.w) + 1e-6f) : 1.0f;
         __global float* orow = out + ((size_t)b * L + t0 + i0 + tb) * C + h * DHEAD;
         #pragma unroll
         for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(num[tb][g2] * inv, g2, orow);
