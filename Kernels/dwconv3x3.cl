@@ -10,11 +10,10 @@
 // channels. Stride 1 slides a 3-column window along the row, so each input vector is loaded
 // once per row instead of three times, with a bounds-check-free path for blocks away from the
 // left and right edges; stride 2 reads its taps directly.
-// Variants (build defines): CPU: dwconv3x3_rows (further below) at stride 1, dwconv3x3 with
-//   VEC=16 XPW=8, 2 blocks per work-item at stride 2 (explicit float16: 10x faster than scalar
-//   on PoCL, ../shared/notes/opencl-pocl.md section 3); GPU: dwconv3x3_tiled (local-memory
-//   input tiles) when C % 4 == 0, else dwconv3x3 with VEC=1 XPW=1, one block (one output per
-//   work-item).
+// Variants (build defines): CPU: dwconv3x3_rows and dwconv3x3_rows_s2 (further below) at
+//   stride 1 and 2, VEC=16 where C allows (explicit float16: 10x faster than scalar on PoCL,
+//   ../shared/notes/opencl-pocl.md section 3); GPU: dwconv3x3_tiled (local-memory input tiles)
+//   when C % 4 == 0, else dwconv3x3 with VEC=1 XPW=1, one block (one output per work-item).
 // Weights are weight_t (common.cl): float, or half with MILA_HALF_WEIGHTS; the math is float.
 // CPU reference: Reference.conv3x3(depthwise: true). Tests: ConvolutionTests.
 
@@ -151,6 +150,77 @@ __kernel void dwconv3x3_rows(const int H, const int W, const int C, const int Ho
             DW_STORE(0) DW_STORE(1) DW_STORE(2) DW_STORE(3)
         }
         DW_ROTATE(0) DW_ROTATE(1) DW_ROTATE(2) DW_ROTATE(3)
+    }
+}
+
+// dwconv3x3_rows_s2: the CPU kernel at stride 2, dwconv3x3_rows' walk for it. Output row oy
+// reads input rows 2 oy - 1 (taps ky = 0), 2 oy (ky = 1) and 2 oy + 1 (ky = 2), and that last
+// row also starts row oy + 1 (its ky = 0). A work-item walks down a strip of 4 output pixels
+// (9 input columns) for ROWS output rows with two accumulator sets, `here` (row oy) and `next`
+// (row oy + 1): per output vector 4.5 input loads, against 9 in dwconv3x3. Same tap order as
+// dwconv3x3 (ky = 0, 1, 2; right, mid, left), so the two agree bit for bit.
+// Launch: global (C / VEC, ceil(Wo / 4), B * ceil(Ho / ROWS)). Defines: VEC, ROWS.
+#define DW2_TAPS(acc, q, left, mid, right, kl, km, kr) acc##q = fma(left, kl, fma(mid, km, fma(right, kr, acc##q)));
+#define DW2_ROW(acc, kl, km, kr)                                                                  \
+    DW2_TAPS(acc, 0, x0, x1, x2, kl, km, kr) DW2_TAPS(acc, 1, x2, x3, x4, kl, km, kr)             \
+    DW2_TAPS(acc, 2, x4, x5, x6, kl, km, kr) DW2_TAPS(acc, 3, x6, x7, x8, kl, km, kr)
+#define DW2_LOAD(iy)                                                                              \
+    __global const float* rowIn = in + ((size_t)b * H + (iy)) * W * C + c0;                       \
+    vec_t x0, x1, x2, x3, x4, x5, x6, x7, x8;                                                     \
+    if (interior) {                                                                               \
+        __global const float* p = rowIn + (size_t)ix0 * C;                                        \
+        x0 = VLOAD(p); x1 = VLOAD(p + C); x2 = VLOAD(p + 2 * C); x3 = VLOAD(p + 3 * C);           \
+        x4 = VLOAD(p + 4 * C); x5 = VLOAD(p + 5 * C); x6 = VLOAD(p + 6 * C);                      \
+        x7 = VLOAD(p + 7 * C); x8 = VLOAD(p + 8 * C);                                             \
+    } else {                                                                                      \
+        x0 = dw_load(rowIn, ix0, W, C); x1 = dw_load(rowIn, ix0 + 1, W, C);                       \
+        x2 = dw_load(rowIn, ix0 + 2, W, C); x3 = dw_load(rowIn, ix0 + 3, W, C);                   \
+        x4 = dw_load(rowIn, ix0 + 4, W, C); x5 = dw_load(rowIn, ix0 + 5, W, C);                   \
+        x6 = dw_load(rowIn, ix0 + 6, W, C); x7 = dw_load(rowIn, ix0 + 7, W, C);                   \
+        x8 = dw_load(rowIn, ix0 + 8, W, C);                                                       \
+    }
+#define DW2_STORE(q) \
+    if (ox0 + q < Wo) { \
+        vec_t v = VACT(here##q, act); \
+        if (flags & EPI_RESIDUAL) v += VLOAD(res + o + (size_t)q * C); \
+        VSTORE_OUT(v, out + o + (size_t)q * C, flags); \
+    }
+#define DW2_NEXT(q) here##q = next##q; next##q = start;
+
+__kernel void dwconv3x3_rows_s2(const int H, const int W, const int C, const int Ho, const int Wo,
+                                __global const float* in, __global const weight_t* w, __global const float* bias,
+                                __global const float* res, __global float* out, const int act, const int flags) {
+    const int c0 = get_global_id(0) * VEC;
+    const int ox0 = get_global_id(1) * 4;
+    const int rowTiles = (Ho + ROWS - 1) / ROWS;
+    const int b = get_global_id(2) / rowTiles, oy0 = (get_global_id(2) % rowTiles) * ROWS;
+    if (c0 >= C || ox0 >= Wo) return;
+    const int ix0 = 2 * ox0 - 1;  // the strip's first input column
+    const bool interior = ix0 >= 0 && ix0 + 8 < W;
+    const vec_t k0 = WVLOAD(w + 0 * C + c0), k1 = WVLOAD(w + 1 * C + c0), k2 = WVLOAD(w + 2 * C + c0);
+    const vec_t k3 = WVLOAD(w + 3 * C + c0), k4 = WVLOAD(w + 4 * C + c0), k5 = WVLOAD(w + 5 * C + c0);
+    const vec_t k6 = WVLOAD(w + 6 * C + c0), k7 = WVLOAD(w + 7 * C + c0), k8 = WVLOAD(w + 8 * C + c0);
+    const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
+    vec_t here0 = start, here1 = start, here2 = start, here3 = start;
+    vec_t next0 = start, next1 = start, next2 = start, next3 = start;
+    const int last = min(oy0 + ROWS, Ho);
+    if (oy0 > 0) {  // row oy0's ky = 0 (input row 2 oy0 - 1; above the image for oy0 = 0)
+        DW2_LOAD(2 * oy0 - 1)
+        DW2_ROW(here, k0, k1, k2)
+    }
+    for (int oy = oy0; oy < last; ++oy) {
+        if (2 * oy < H) {
+            DW2_LOAD(2 * oy)
+            DW2_ROW(here, k3, k4, k5)
+        }
+        if (2 * oy + 1 < H) {
+            DW2_LOAD(2 * oy + 1)
+            DW2_ROW(here, k6, k7, k8)
+            if (oy + 1 < last) { DW2_ROW(next, k0, k1, k2) }
+        }
+        const size_t o = (((size_t)b * Ho + oy) * Wo + ox0) * C + c0;
+        DW2_STORE(0) DW2_STORE(1) DW2_STORE(2) DW2_STORE(3)
+        DW2_NEXT(0) DW2_NEXT(1) DW2_NEXT(2) DW2_NEXT(3)
     }
 }
 #endif

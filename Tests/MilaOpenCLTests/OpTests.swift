@@ -100,8 +100,8 @@ import Testing
     /// Non-temporal stores (EPI_STREAM, taken by outputs of `streamMinBytes` or more) give the
     /// same bits as plain stores: gemm_reg with ragged columns (rows not 64-byte aligned take the
     /// fallback store), K in panels (partial sums stored plainly, the final panel streamed),
-    /// conv3x3_igemm, conv3x3 and the depthwise kernels (dwconv3x3_rows at stride 1, dwconv3x3
-    /// at stride 2). Threshold 0 streams every output here; .max streams none.
+    /// conv3x3_igemm, conv3x3 and the depthwise kernels (dwconv3x3_rows at stride 1,
+    /// dwconv3x3_rows_s2 at stride 2). Threshold 0 streams every output here; .max streams none.
     @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
     func streamingStoresMatchPlainStores(_ implementation: Implementation) throws {
         func context(streaming: Bool, panelRows: Int) throws -> CLContext {
@@ -263,21 +263,27 @@ import Testing
     @Test("depthwise 3x3", arguments: onHardware(depthwise))
     func depthwise(_ c: Targeted<ConvCase>) throws { try checkConv(try c.context(), c.value) }
 
-    /// dwconv3x3_rows (the CPU variant's kernel at stride 1) sums each output's taps in
-    /// dwconv3x3's order, so the two agree bit for bit; dwconv3x3 runs here as the GPU variant's
-    /// kernel for channel counts that are not a multiple of 4.
+    /// dwconv3x3_rows and dwconv3x3_rows_s2 (the CPU variant's kernels at stride 1 and 2) sum
+    /// each output's taps in dwconv3x3's order, so they agree with it bit for bit; dwconv3x3 runs
+    /// here as the GPU variant's kernel for channel counts that are not a multiple of 4. 21
+    /// columns give stride 2 an interior strip between two edge strips (the last ragged), 19 rows
+    /// a bottom row without its third input row.
     @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
     func depthwiseRowsMatchTheDirectKernel(_ implementation: Implementation) throws {
-        let x = try random([2, 19, 10, 7], "dw rows x"), w = try random([7, 1, 3, 3], "dw rows w", in: -0.5...0.5)
-        let b = try random([7], "dw rows b"), r = try random([2, 19, 10, 7], "dw rows r")
-        var outputs: [[Float]] = []
-        for variant in [KernelVariant.cpu, .gpu] {
-            let context = try CLContext(device: implementation.device!, variant: variant)
-            let weights = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: true)
-            let y = try context.conv3x3(try context.upload(x), weights, stride: 1, activation: .silu, residual: try context.upload(r))
-            outputs.append(try context.download(y).data)
+        let x = try random([2, 19, 21, 7], "dw rows x"), w = try random([7, 1, 3, 3], "dw rows w", in: -0.5...0.5)
+        let b = try random([7], "dw rows b")
+        for stride in [1, 2] {
+            let r = try random([2, Shape.conv3x3Output(19, stride: stride), Shape.conv3x3Output(21, stride: stride), 7], "dw rows r")
+            var outputs: [[Float]] = []
+            for variant in [KernelVariant.cpu, .gpu] {
+                let context = try CLContext(device: implementation.device!, variant: variant)
+                let weights = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: true)
+                let y = try context.conv3x3(try context.upload(x), weights, stride: stride, activation: .silu, residual: try context.upload(r))
+                outputs.append(try context.download(y).data)
+                #expect(context.launchedKernelNames.contains(variant == .gpu ? "dwconv3x3" : stride == 1 ? "dwconv3x3_rows" : "dwconv3x3_rows_s2"))
+            }
+            #expect(outputs[0] == outputs[1], "stride \(stride)")
         }
-        #expect(outputs[0] == outputs[1])
     }
 
     /// With a narrow (AVX2) GEMM tile the CPU convolutions change tiles: conv3x3 builds with
