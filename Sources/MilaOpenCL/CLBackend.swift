@@ -11,9 +11,9 @@ public final class CLBackend: Backend {
     private var conv: [String: Conv3x3Weights] = [:]
     private var norms: [String: LayerNormWeights] = [:]
     private var gateScales: [String: CLBuffer] = [:]
-    /// The forget-gated attention kernels: the three-phase vectorised ones with 32-token chunks
-    /// where the head dimension allows (7-16x the fused kernel on the 2-core VM, and the
-    /// decomposition GPUs want), else the fused per-head kernel with 16-token chunks
+    /// The forget-gated attention kernels: the phased vectorised ones with 32-token chunks
+    /// where the head dimension allows (7-16x the fused kernel on the 2-core VM; on GPUs their
+    /// local-memory variant), else the fused per-head kernel with 16-token chunks
     /// (mila-kernel-bench --only fgla).
     public func forgetGateKernel(headDim: Int) -> ForgetGateKernel {
         headDim % 16 == 0 ? .phased(chunk: 32) : .chunked(chunk: 16)

@@ -6,7 +6,7 @@ public enum ForgetGateKernel: Equatable, Sendable, CustomStringConvertible {
     case chunked(chunk: Int)
     /// The sequential scan, token by token (the baseline).
     case recurrent
-    /// Three phases (chunk states, scan over chunks, outputs), vectorised over the head
+    /// Phases (the state entering each chunk, then the outputs), vectorised over the head
     /// dimension; needs d % 16 == 0.
     case phased(chunk: Int)
 
