@@ -106,27 +106,31 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
     above##q = fma(left, k6, fma(mid, k7, fma(right, k8, above##q))); \
     here##q = fma(left, k3, fma(mid, k4, fma(right, k5, here##q))); \
     below##q = fma(left, k0, fma(mid, k1, fma(right, k2, below##q)));
-#define DW_STORE(q) \
+#define DW_STORE(acc, q) \
     if (ox0 + q < Wo) { \
-        vec_t v = VACT(above##q, act); \
+        vec_t v = VACT(acc##q, act); \
         if (flags & EPI_RESIDUAL) v += VLOAD(res + o + (size_t)q * C); \
         VSTORE_OUT(v, out + o + (size_t)q * C, flags); \
     }
+// The rows kernels' start: the work-item's 4-pixel strip, channels and row tile, the 9 taps'
+// weights (k0..k8, row-major) and the accumulators' starting value (bias or 0).
+#define DW_ROWS_BEGIN                                                                                         \
+    const int c0 = get_global_id(0) * VEC;                                                                    \
+    const int ox0 = get_global_id(1) * 4;                                                                     \
+    const int rowTiles = (Ho + ROWS - 1) / ROWS;                                                              \
+    const int b = get_global_id(2) / rowTiles, oy0 = (get_global_id(2) % rowTiles) * ROWS;                    \
+    if (c0 >= C || ox0 >= Wo) return;                                                                         \
+    const vec_t k0 = WVLOAD(w + 0 * C + c0), k1 = WVLOAD(w + 1 * C + c0), k2 = WVLOAD(w + 2 * C + c0);        \
+    const vec_t k3 = WVLOAD(w + 3 * C + c0), k4 = WVLOAD(w + 4 * C + c0), k5 = WVLOAD(w + 5 * C + c0);        \
+    const vec_t k6 = WVLOAD(w + 6 * C + c0), k7 = WVLOAD(w + 7 * C + c0), k8 = WVLOAD(w + 8 * C + c0);        \
+    const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
 #define DW_ROTATE(q) above##q = here##q; here##q = below##q; below##q = start;
 
 __kernel void dwconv3x3_rows(const int H, const int W, const int C, const int Ho, const int Wo,
                              __global const float* in, __global const weight_t* w, __global const float* bias,
                              __global const float* res, __global float* out, const int act, const int flags) {
-    const int c0 = get_global_id(0) * VEC;
-    const int ox0 = get_global_id(1) * 4;
-    const int rowTiles = (Ho + ROWS - 1) / ROWS;
-    const int b = get_global_id(2) / rowTiles, oy0 = (get_global_id(2) % rowTiles) * ROWS;
-    if (c0 >= C || ox0 >= Wo) return;
+    DW_ROWS_BEGIN
     const bool interior = ox0 >= 1 && ox0 + 4 < W;
-    const vec_t k0 = WVLOAD(w + 0 * C + c0), k1 = WVLOAD(w + 1 * C + c0), k2 = WVLOAD(w + 2 * C + c0);
-    const vec_t k3 = WVLOAD(w + 3 * C + c0), k4 = WVLOAD(w + 4 * C + c0), k5 = WVLOAD(w + 5 * C + c0);
-    const vec_t k6 = WVLOAD(w + 6 * C + c0), k7 = WVLOAD(w + 7 * C + c0), k8 = WVLOAD(w + 8 * C + c0);
-    const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
     vec_t above0 = start, above1 = start, above2 = start, above3 = start;
     vec_t here0 = start, here1 = start, here2 = start, here3 = start;
     vec_t below0 = start, below1 = start, below2 = start, below3 = start;
@@ -147,7 +151,7 @@ __kernel void dwconv3x3_rows(const int H, const int W, const int C, const int Ho
         }
         if (iy > oy0) {  // output row iy - 1 is complete
             const size_t o = (((size_t)b * Ho + iy - 1) * Wo + ox0) * C + c0;
-            DW_STORE(0) DW_STORE(1) DW_STORE(2) DW_STORE(3)
+            DW_STORE(above, 0) DW_STORE(above, 1) DW_STORE(above, 2) DW_STORE(above, 3)
         }
         DW_ROTATE(0) DW_ROTATE(1) DW_ROTATE(2) DW_ROTATE(3)
     }
@@ -179,28 +183,14 @@ __kernel void dwconv3x3_rows(const int H, const int W, const int C, const int Ho
         x6 = dw_load(rowIn, ix0 + 6, W, C); x7 = dw_load(rowIn, ix0 + 7, W, C);                   \
         x8 = dw_load(rowIn, ix0 + 8, W, C);                                                       \
     }
-#define DW2_STORE(q) \
-    if (ox0 + q < Wo) { \
-        vec_t v = VACT(here##q, act); \
-        if (flags & EPI_RESIDUAL) v += VLOAD(res + o + (size_t)q * C); \
-        VSTORE_OUT(v, out + o + (size_t)q * C, flags); \
-    }
 #define DW2_NEXT(q) here##q = next##q; next##q = start;
 
 __kernel void dwconv3x3_rows_s2(const int H, const int W, const int C, const int Ho, const int Wo,
                                 __global const float* in, __global const weight_t* w, __global const float* bias,
                                 __global const float* res, __global float* out, const int act, const int flags) {
-    const int c0 = get_global_id(0) * VEC;
-    const int ox0 = get_global_id(1) * 4;
-    const int rowTiles = (Ho + ROWS - 1) / ROWS;
-    const int b = get_global_id(2) / rowTiles, oy0 = (get_global_id(2) % rowTiles) * ROWS;
-    if (c0 >= C || ox0 >= Wo) return;
+    DW_ROWS_BEGIN
     const int ix0 = 2 * ox0 - 1;  // the strip's first input column
     const bool interior = ix0 >= 0 && ix0 + 8 < W;
-    const vec_t k0 = WVLOAD(w + 0 * C + c0), k1 = WVLOAD(w + 1 * C + c0), k2 = WVLOAD(w + 2 * C + c0);
-    const vec_t k3 = WVLOAD(w + 3 * C + c0), k4 = WVLOAD(w + 4 * C + c0), k5 = WVLOAD(w + 5 * C + c0);
-    const vec_t k6 = WVLOAD(w + 6 * C + c0), k7 = WVLOAD(w + 7 * C + c0), k8 = WVLOAD(w + 8 * C + c0);
-    const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
     vec_t here0 = start, here1 = start, here2 = start, here3 = start;
     vec_t next0 = start, next1 = start, next2 = start, next3 = start;
     const int last = min(oy0 + ROWS, Ho);
@@ -219,7 +209,7 @@ __kernel void dwconv3x3_rows_s2(const int H, const int W, const int C, const int
             if (oy + 1 < last) { DW2_ROW(next, k0, k1, k2) }
         }
         const size_t o = (((size_t)b * Ho + oy) * Wo + ox0) * C + c0;
-        DW2_STORE(0) DW2_STORE(1) DW2_STORE(2) DW2_STORE(3)
+        DW_STORE(here, 0) DW_STORE(here, 1) DW_STORE(here, 2) DW_STORE(here, 3)
         DW2_NEXT(0) DW2_NEXT(1) DW2_NEXT(2) DW2_NEXT(3)
     }
 }
