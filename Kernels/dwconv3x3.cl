@@ -5,89 +5,42 @@
 // Layout: in (B, H, W, C) channels-last (the token layout, no transposes around it); weight
 // packed at load time from (C, 1, 3, 3) to (9, C) so a VEC-wide load reads one tap for VEC
 // channels; out and RES (B, Ho, Wo, C). VEC must divide C (the host picks 16, 4 or 1).
-// dwconv3x3 (below) handles both strides: global (C / VEC, ceil(Wo / (XPW * blocksPerItem)),
-// B * Ho); each work-item computes blocksPerItem blocks of XPW adjacent output pixels of VEC
-// channels. Stride 1 slides a 3-column window along the row, so each input vector is loaded
-// once per row instead of three times, with a bounds-check-free path for blocks away from the
-// left and right edges; stride 2 reads its taps directly.
-// Variants (build defines): CPU: dwconv3x3_rows and dwconv3x3_rows_s2 (further below) at
-//   stride 1 and 2, VEC=16 where C allows (explicit float16: 10x faster than scalar on PoCL,
+// Variants (build defines): CPU: dwconv3x3_rows at stride 1, dwconv3x3_strips_s2 at stride 2,
+//   VEC=16 where C allows (explicit float16: 10x faster than scalar on PoCL,
 //   ../shared/notes/opencl-pocl.md section 3); GPU: dwconv3x3_tiled (local-memory input tiles)
-//   when C % 4 == 0, else dwconv3x3 with VEC=1 XPW=1, one block (one output per work-item).
+//   when C % 4 == 0, else dwconv3x3 (VEC=1, one output per work-item).
 // Weights are weight_t (common.cl): float, or half with MILA_HALF_WEIGHTS; the math is float.
 // CPU reference: Reference.conv3x3(depthwise: true). Tests: ConvolutionTests.
-
-#ifndef XPW
-#define XPW 8
-#endif
 
 inline vec_t dw_load(__global const float* rowIn, int x, int W, int C) {
     return (x >= 0 && x < W) ? VLOAD(rowIn + (size_t)x * C) : (vec_t)(0.0f);
 }
 
+// dwconv3x3: one output pixel of VEC channels per work-item at either stride, each tap read
+// directly (zero outside the image). It fixes the order of the sums that the other kernels
+// follow bit for bit: for ky = 0, 1, 2 (rows outside the image skipped),
+// acc = fma(left, w0, fma(mid, w1, fma(right, w2, acc))).
+// Launch: global (C / VEC, Wo, B * Ho). Defines: VEC.
 __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, const int Wo, const int stride,
                         __global const float* in, __global const weight_t* w, __global const float* bias,
-                        __global const float* res, __global float* out, const int act, const int flags,
-                        const int blocksPerItem) {
-    const int c0 = get_global_id(0) * VEC;
-    const int row = get_global_id(2);
-    const int b = row / Ho, oy = row % Ho;
-    if (c0 >= C) return;
-    for (int block = 0; block < blocksPerItem; ++block) {
-    const int ox0 = (get_global_id(1) * blocksPerItem + block) * XPW;
-    if (ox0 >= Wo) return;
-    vec_t acc[XPW];
-    const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
-    #pragma unroll
-    for (int p = 0; p < XPW; ++p) acc[p] = start;
-    #pragma unroll
+                        __global const float* res, __global float* out, const int act, const int flags) {
+    const int c0 = get_global_id(0) * VEC, ox = get_global_id(1);
+    const int b = get_global_id(2) / Ho, oy = get_global_id(2) % Ho;
+    if (c0 >= C || ox >= Wo) return;
+    vec_t acc = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
+    const int ix = ox * stride - 1;
     for (int ky = 0; ky < 3; ++ky) {
         const int iy = oy * stride + ky - 1;
         if (iy < 0 || iy >= H) continue;
         __global const float* rowIn = in + ((size_t)b * H + iy) * W * C + c0;
-        const vec_t w0 = WVLOAD(w + (ky * 3 + 0) * C + c0);
-        const vec_t w1 = WVLOAD(w + (ky * 3 + 1) * C + c0);
-        const vec_t w2 = WVLOAD(w + (ky * 3 + 2) * C + c0);
-        if (stride == 1 && ox0 >= 1 && ox0 + XPW < W) {
-            // Interior: all XPW + 2 input columns exist, no bounds checks.
-            __global const float* p = rowIn + (size_t)(ox0 - 1) * C;
-            vec_t left = VLOAD(p), mid = VLOAD(p + C);
-            #pragma unroll
-            for (int q = 0; q < XPW; ++q) {
-                const vec_t right = VLOAD(p + (size_t)(q + 2) * C);
-                acc[q] = fma(left, w0, fma(mid, w1, fma(right, w2, acc[q])));
-                left = mid;
-                mid = right;
-            }
-        } else if (stride == 1) {
-            vec_t left = dw_load(rowIn, ox0 - 1, W, C);
-            vec_t mid = dw_load(rowIn, ox0, W, C);
-            #pragma unroll
-            for (int p = 0; p < XPW; ++p) {
-                const vec_t right = dw_load(rowIn, ox0 + p + 1, W, C);
-                acc[p] = fma(left, w0, fma(mid, w1, fma(right, w2, acc[p])));
-                left = mid;
-                mid = right;
-            }
-        } else {
-            #pragma unroll
-            for (int p = 0; p < XPW; ++p) {
-                const int ix = (ox0 + p) * stride - 1;
-                acc[p] = fma(dw_load(rowIn, ix, W, C), w0,
-                             fma(dw_load(rowIn, ix + 1, W, C), w1, fma(dw_load(rowIn, ix + 2, W, C), w2, acc[p])));
-            }
-        }
+        acc = fma(dw_load(rowIn, ix, W, C), WVLOAD(w + (ky * 3 + 0) * C + c0),
+                  fma(dw_load(rowIn, ix + 1, W, C), WVLOAD(w + (ky * 3 + 1) * C + c0),
+                      fma(dw_load(rowIn, ix + 2, W, C), WVLOAD(w + (ky * 3 + 2) * C + c0), acc)));
     }
-    #pragma unroll
-    for (int p = 0; p < XPW; ++p) {
-        const int ox = ox0 + p;
-        if (ox >= Wo) break;
-        vec_t v = VACT(acc[p], act);
-        const size_t o = (((size_t)b * Ho + oy) * Wo + ox) * C + c0;
-        if (flags & EPI_RESIDUAL) v += VLOAD(res + o);
-        VSTORE_OUT(v, out + o, flags);
-    }
-    }
+    vec_t v = VACT(acc, act);
+    const size_t o = (((size_t)b * Ho + oy) * Wo + ox) * C + c0;
+    if (flags & EPI_RESIDUAL) v += VLOAD(res + o);
+    VSTORE_OUT(v, out + o, flags);
 }
 
 // dwconv3x3_rows: the CPU kernel at stride 1. A work-item computes VEC channels x 4 adjacent
@@ -96,8 +49,8 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
 // touches, held in three rotating accumulator sets: `above` (output row iy - 1, taps ky = 2),
 // `here` (row iy, ky = 1), `below` (row iy + 1, ky = 0). After input row iy, row iy - 1 is
 // complete and stored. 12 accumulators + 9 weights + 6 inputs stay in registers (AVX-512 has
-// 32), named rather than in arrays. Per output vector that is 1.5 input loads, against 3.75 in
-// dwconv3x3 (each input row read for each of its three output rows). Each output sums its taps
+// 32), named rather than in arrays. Per output vector that is 1.5 input loads (each input row
+// read once for its three output rows; 9 in dwconv3x3). Each output sums its taps
 // in the same order as dwconv3x3 (ky = 0, 1, 2; within a row right, mid, left), so the two
 // kernels agree bit for bit. Launch: global (C / VEC, ceil(Wo / 4), B * ceil(Ho / ROWS)).
 // Defines: VEC, ROWS.
@@ -112,24 +65,20 @@ __kernel void dwconv3x3(const int H, const int W, const int C, const int Ho, con
         if (flags & EPI_RESIDUAL) v += VLOAD(res + o + (size_t)q * C); \
         VSTORE_OUT(v, out + o + (size_t)q * C, flags); \
     }
-// The rows kernels' start: the work-item's 4-pixel strip, channels and row tile, the 9 taps'
-// weights (k0..k8, row-major) and the accumulators' starting value (bias or 0).
-#define DW_ROWS_BEGIN                                                                                         \
-    const int c0 = get_global_id(0) * VEC;                                                                    \
-    const int ox0 = get_global_id(1) * 4;                                                                     \
-    const int rowTiles = (Ho + ROWS - 1) / ROWS;                                                              \
-    const int b = get_global_id(2) / rowTiles, oy0 = (get_global_id(2) % rowTiles) * ROWS;                    \
-    if (c0 >= C || ox0 >= Wo) return;                                                                         \
-    const vec_t k0 = WVLOAD(w + 0 * C + c0), k1 = WVLOAD(w + 1 * C + c0), k2 = WVLOAD(w + 2 * C + c0);        \
-    const vec_t k3 = WVLOAD(w + 3 * C + c0), k4 = WVLOAD(w + 4 * C + c0), k5 = WVLOAD(w + 5 * C + c0);        \
-    const vec_t k6 = WVLOAD(w + 6 * C + c0), k7 = WVLOAD(w + 7 * C + c0), k8 = WVLOAD(w + 8 * C + c0);        \
-    const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
 #define DW_ROTATE(q) above##q = here##q; here##q = below##q; below##q = start;
 
 __kernel void dwconv3x3_rows(const int H, const int W, const int C, const int Ho, const int Wo,
                              __global const float* in, __global const weight_t* w, __global const float* bias,
                              __global const float* res, __global float* out, const int act, const int flags) {
-    DW_ROWS_BEGIN
+    const int c0 = get_global_id(0) * VEC;
+    const int ox0 = get_global_id(1) * 4;
+    const int rowTiles = (Ho + ROWS - 1) / ROWS;
+    const int b = get_global_id(2) / rowTiles, oy0 = (get_global_id(2) % rowTiles) * ROWS;
+    if (c0 >= C || ox0 >= Wo) return;
+    const vec_t k0 = WVLOAD(w + 0 * C + c0), k1 = WVLOAD(w + 1 * C + c0), k2 = WVLOAD(w + 2 * C + c0);
+    const vec_t k3 = WVLOAD(w + 3 * C + c0), k4 = WVLOAD(w + 4 * C + c0), k5 = WVLOAD(w + 5 * C + c0);
+    const vec_t k6 = WVLOAD(w + 6 * C + c0), k7 = WVLOAD(w + 7 * C + c0), k8 = WVLOAD(w + 8 * C + c0);
+    const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
     const bool interior = ox0 >= 1 && ox0 + 4 < W;
     vec_t above0 = start, above1 = start, above2 = start, above3 = start;
     vec_t here0 = start, here1 = start, here2 = start, here3 = start;
@@ -157,60 +106,61 @@ __kernel void dwconv3x3_rows(const int H, const int W, const int C, const int Ho
     }
 }
 
-// dwconv3x3_rows_s2: the CPU kernel at stride 2, dwconv3x3_rows' walk for it. Output row oy
-// reads input rows 2 oy - 1 (taps ky = 0), 2 oy (ky = 1) and 2 oy + 1 (ky = 2), and that last
-// row also starts row oy + 1 (its ky = 0). A work-item walks down a strip of 4 output pixels
-// (9 input columns) for ROWS output rows with two accumulator sets, `here` (row oy) and `next`
-// (row oy + 1): per output vector 4.5 input loads, against 9 in dwconv3x3. Same tap order as
-// dwconv3x3 (ky = 0, 1, 2; right, mid, left), so the two agree bit for bit.
-// Launch: global (C / VEC, ceil(Wo / 4), B * ceil(Ho / ROWS)). Defines: VEC, ROWS.
-#define DW2_TAPS(acc, q, left, mid, right, kl, km, kr) acc##q = fma(left, kl, fma(mid, km, fma(right, kr, acc##q)));
-#define DW2_ROW(acc, kl, km, kr)                                                                  \
-    DW2_TAPS(acc, 0, x0, x1, x2, kl, km, kr) DW2_TAPS(acc, 1, x2, x3, x4, kl, km, kr)             \
-    DW2_TAPS(acc, 2, x4, x5, x6, kl, km, kr) DW2_TAPS(acc, 3, x6, x7, x8, kl, km, kr)
-#define DW2_LOAD(iy)                                                                              \
-    __global const float* rowIn = in + ((size_t)b * H + (iy)) * W * C + c0;                       \
-    vec_t x0, x1, x2, x3, x4, x5, x6, x7, x8;                                                     \
-    if (interior) {                                                                               \
-        __global const float* p = rowIn + (size_t)ix0 * C;                                        \
-        x0 = VLOAD(p); x1 = VLOAD(p + C); x2 = VLOAD(p + 2 * C); x3 = VLOAD(p + 3 * C);           \
-        x4 = VLOAD(p + 4 * C); x5 = VLOAD(p + 5 * C); x6 = VLOAD(p + 6 * C);                      \
-        x7 = VLOAD(p + 7 * C); x8 = VLOAD(p + 8 * C);                                             \
-    } else {                                                                                      \
-        x0 = dw_load(rowIn, ix0, W, C); x1 = dw_load(rowIn, ix0 + 1, W, C);                       \
-        x2 = dw_load(rowIn, ix0 + 2, W, C); x3 = dw_load(rowIn, ix0 + 3, W, C);                   \
-        x4 = dw_load(rowIn, ix0 + 4, W, C); x5 = dw_load(rowIn, ix0 + 5, W, C);                   \
-        x6 = dw_load(rowIn, ix0 + 6, W, C); x7 = dw_load(rowIn, ix0 + 7, W, C);                   \
-        x8 = dw_load(rowIn, ix0 + 8, W, C);                                                       \
+// dwconv3x3_strips_s2: the CPU kernel at stride 2. A work-item takes a strip of 4 output
+// pixels (input columns 2 ox0 - 1 ... 2 ox0 + 7) over ROWS output rows and, for each row, walks
+// all C channels VEC at a time, reading the strip's three input rows (2 oy - 1, 2 oy, 2 oy + 1).
+// With the channels innermost, each input row's 9 x C floats are read front to back: three
+// sequential streams per work-item, which the hardware prefetchers follow. Walking down the rows
+// with the channels spread over work-items instead (4.5 loads per output vector against 6.75
+// here) reads 17 interleaved strided streams and ran 25-40% slower at 1024, where the input
+// (256x256x512, 134 MB) streams from DRAM (kernel bench, PoCL, Zen 4). One work-item per
+// work-group, row tiles first, so a strip's consecutive row tiles run in turn and the input row
+// two tiles share is still cached. Same tap order as dwconv3x3 (ky = 0, 1, 2; right, mid,
+// left), so the two agree bit for bit.
+// Launch: global (B * ceil(Ho / ROWS), ceil(Wo / 4), 1), local (1, 1, 1). Defines: VEC, ROWS.
+#define DW2_TAPS(q, left, mid, right) acc##q = fma(left, kl, fma(mid, km, fma(right, kr, acc##q)));
+// One input row's taps (weights row ky) for the strip's 4 outputs at channels c0 ..< c0 + VEC.
+#define DW2_ROW(iy, ky)                                                                           \
+    {                                                                                             \
+        const vec_t kl = WVLOAD(w + (ky * 3 + 0) * C + c0), km = WVLOAD(w + (ky * 3 + 1) * C + c0); \
+        const vec_t kr = WVLOAD(w + (ky * 3 + 2) * C + c0);                                       \
+        __global const float* rowIn = in + ((size_t)b * H + (iy)) * W * C + c0;                   \
+        vec_t x0, x1, x2, x3, x4, x5, x6, x7, x8;                                                 \
+        if (interior) {                                                                           \
+            __global const float* p = rowIn + (size_t)ix0 * C;                                    \
+            x0 = VLOAD(p); x1 = VLOAD(p + C); x2 = VLOAD(p + 2 * C); x3 = VLOAD(p + 3 * C);       \
+            x4 = VLOAD(p + 4 * C); x5 = VLOAD(p + 5 * C); x6 = VLOAD(p + 6 * C);                  \
+            x7 = VLOAD(p + 7 * C); x8 = VLOAD(p + 8 * C);                                         \
+        } else {                                                                                  \
+            x0 = dw_load(rowIn, ix0, W, C); x1 = dw_load(rowIn, ix0 + 1, W, C);                   \
+            x2 = dw_load(rowIn, ix0 + 2, W, C); x3 = dw_load(rowIn, ix0 + 3, W, C);               \
+            x4 = dw_load(rowIn, ix0 + 4, W, C); x5 = dw_load(rowIn, ix0 + 5, W, C);               \
+            x6 = dw_load(rowIn, ix0 + 6, W, C); x7 = dw_load(rowIn, ix0 + 7, W, C);               \
+            x8 = dw_load(rowIn, ix0 + 8, W, C);                                                   \
+        }                                                                                         \
+        DW2_TAPS(0, x0, x1, x2) DW2_TAPS(1, x2, x3, x4) DW2_TAPS(2, x4, x5, x6) DW2_TAPS(3, x6, x7, x8) \
     }
-#define DW2_NEXT(q) here##q = next##q; next##q = start;
 
-__kernel void dwconv3x3_rows_s2(const int H, const int W, const int C, const int Ho, const int Wo,
-                                __global const float* in, __global const weight_t* w, __global const float* bias,
-                                __global const float* res, __global float* out, const int act, const int flags) {
-    DW_ROWS_BEGIN
+__kernel void dwconv3x3_strips_s2(const int H, const int W, const int C, const int Ho, const int Wo,
+                                  __global const float* in, __global const weight_t* w, __global const float* bias,
+                                  __global const float* res, __global float* out, const int act, const int flags) {
+    const int rowTiles = (Ho + ROWS - 1) / ROWS;
+    const int b = get_global_id(0) / rowTiles, oy0 = (get_global_id(0) % rowTiles) * ROWS;
+    const int ox0 = get_global_id(1) * 4;
+    if (ox0 >= Wo) return;
     const int ix0 = 2 * ox0 - 1;  // the strip's first input column
     const bool interior = ix0 >= 0 && ix0 + 8 < W;
-    vec_t here0 = start, here1 = start, here2 = start, here3 = start;
-    vec_t next0 = start, next1 = start, next2 = start, next3 = start;
     const int last = min(oy0 + ROWS, Ho);
-    if (oy0 > 0) {  // row oy0's ky = 0 (input row 2 oy0 - 1; above the image for oy0 = 0)
-        DW2_LOAD(2 * oy0 - 1)
-        DW2_ROW(here, k0, k1, k2)
-    }
     for (int oy = oy0; oy < last; ++oy) {
-        if (2 * oy < H) {
-            DW2_LOAD(2 * oy)
-            DW2_ROW(here, k3, k4, k5)
+        for (int c0 = 0; c0 < C; c0 += VEC) {
+            const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
+            vec_t acc0 = start, acc1 = start, acc2 = start, acc3 = start;
+            if (oy > 0) DW2_ROW(2 * oy - 1, 0)  // row 0 is above the image
+            DW2_ROW(2 * oy, 1)                  // 2 oy <= H - 1 always: Ho = (H + 1) / 2
+            if (2 * oy + 1 < H) DW2_ROW(2 * oy + 1, 2)
+            const size_t o = (((size_t)b * Ho + oy) * Wo + ox0) * C + c0;
+            DW_STORE(acc, 0) DW_STORE(acc, 1) DW_STORE(acc, 2) DW_STORE(acc, 3)
         }
-        if (2 * oy + 1 < H) {
-            DW2_LOAD(2 * oy + 1)
-            DW2_ROW(here, k6, k7, k8)
-            if (oy + 1 < last) { DW2_ROW(next, k0, k1, k2) }
-        }
-        const size_t o = (((size_t)b * Ho + oy) * Wo + ox0) * C + c0;
-        DW_STORE(here, 0) DW_STORE(here, 1) DW_STORE(here, 2) DW_STORE(here, 3)
-        DW2_NEXT(0) DW2_NEXT(1) DW2_NEXT(2) DW2_NEXT(3)
     }
 }
 #endif

@@ -463,7 +463,7 @@ func main() throws {
         GemmTuner.prepare(contexts[variant]!)  // the engine's tuned gemm_reg split (cached per device)
     }
     print("device:   \(device.name) (\(device.platformName), driver \(device.driverVersion), \(device.openCLCVersion))")
-    print("options:  \(CLContext.baseOptions) + per-kernel defines (gemm_reg: tuned register tile; conv VEC=16 XPWxCOV=16x1|8x2 cpu / conv3x3_tiled 64x64 gpu; dwconv3x3_rows 16 ch x 4 px x 8 rows cpu at stride 1, VEC=16 XPW=8x2 at stride 2 / dwconv3x3_tiled gpu; attention and forget gate: local-memory work-groups on gpu)")
+    print("options:  \(CLContext.baseOptions) + per-kernel defines (gemm_reg: tuned register tile; conv VEC=16 XPWxCOV=16x1|8x2 cpu / conv3x3_tiled 64x64 gpu; dwconv3x3_rows 16 ch x 4 px x 8 rows cpu at stride 1, dwconv3x3_strips_s2 4 px x 4 rows x all channels at stride 2 / dwconv3x3_tiled gpu; attention and forget gate: local-memory work-groups on gpu)")
     print("gemm_reg: \(tuning.tile) register tile, \(tuning.rowTiles) row tiles per work-item for K <= \(tuning.rowTilesMaxDepth), \(tuning.colTiles) column tiles for outputs of \(tuning.colTilesMinOutput)+ floats, K panels of \(tuning.panelRows) rows (tuned per device, cached; MILA_GEMM_TUNING=0 for the defaults)")
     print("env:      POCL_AFFINITY=\(ProcessInfo.processInfo.environment["POCL_AFFINITY"] ?? "unset"), commit \(commit()), runs \(options.runs) (median; device time from profiling events)")
     let references = ReferenceCache()

@@ -89,7 +89,7 @@ public final class CLContext: @unchecked Sendable {
     }
 
     /// Outputs of at least this many bytes are written with non-temporal stores by the CPU
-    /// kernels gemm_reg, conv3x3, conv3x3_igemm, dwconv3x3_rows and dwconv3x3_rows_s2 (EPI_STREAM,
+    /// kernels gemm_reg, conv3x3, conv3x3_igemm, dwconv3x3_rows and dwconv3x3_strips_s2 (EPI_STREAM,
     /// `MILA_STREAM16`/`VSTORE_OUT` in Kernels/common.cl): they go to DRAM anyway, and a normal
     /// store first reads each line it writes. 8 MiB by default (a quarter of the build VM's
     /// 32 MiB L3, so a smaller output stays in cache for the next kernel); `MILA_STREAM_MIN_KB`

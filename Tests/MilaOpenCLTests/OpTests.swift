@@ -101,7 +101,7 @@ import Testing
     /// same bits as plain stores: gemm_reg with ragged columns (rows not 64-byte aligned take the
     /// fallback store), K in panels (partial sums stored plainly, the final panel streamed),
     /// conv3x3_igemm, conv3x3 and the depthwise kernels (dwconv3x3_rows at stride 1,
-    /// dwconv3x3_rows_s2 at stride 2). Threshold 0 streams every output here; .max streams none.
+    /// dwconv3x3_strips_s2 at stride 2). Threshold 0 streams every output here; .max streams none.
     @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
     func streamingStoresMatchPlainStores(_ implementation: Implementation) throws {
         func context(streaming: Bool, panelRows: Int) throws -> CLContext {
@@ -263,7 +263,7 @@ import Testing
     @Test("depthwise 3x3", arguments: onHardware(depthwise))
     func depthwise(_ c: Targeted<ConvCase>) throws { try checkConv(try c.context(), c.value) }
 
-    /// dwconv3x3_rows and dwconv3x3_rows_s2 (the CPU variant's kernels at stride 1 and 2) sum
+    /// dwconv3x3_rows and dwconv3x3_strips_s2 (the CPU variant's kernels at stride 1 and 2) sum
     /// each output's taps in dwconv3x3's order, so they agree with it bit for bit; dwconv3x3 runs
     /// here as the GPU variant's kernel for channel counts that are not a multiple of 4. 21
     /// columns give stride 2 an interior strip between two edge strips (the last ragged), 19 rows
@@ -280,7 +280,7 @@ import Testing
                 let weights = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: true)
                 let y = try context.conv3x3(try context.upload(x), weights, stride: stride, activation: .silu, residual: try context.upload(r))
                 outputs.append(try context.download(y).data)
-                #expect(context.launchedKernelNames.contains(variant == .gpu ? "dwconv3x3" : stride == 1 ? "dwconv3x3_rows" : "dwconv3x3_rows_s2"))
+                #expect(context.launchedKernelNames.contains(variant == .gpu ? "dwconv3x3" : stride == 1 ? "dwconv3x3_rows" : "dwconv3x3_strips_s2"))
             }
             #expect(outputs[0] == outputs[1], "stride \(stride)")
         }

@@ -149,20 +149,28 @@ extension CLContext {
             let vec = c % 16 == 0 && !gpu ? 16 : (c % 4 == 0 ? 4 : 1)
             let tensors: [KernelArgument] = [.buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? spare),
                                              .buffer(residual?.buffer ?? spare), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue)]
-            if !gpu {
-                // Rows streamed down 4-pixel strips: each input row read once for the output
-                // rows it feeds (three at stride 1, one or two at stride 2; Kernels/dwconv3x3.cl).
+            if !gpu && stride == 1 {
+                // Rows streamed down 4-pixel strips: each input row read once for the three
+                // output rows it feeds (Kernels/dwconv3x3.cl).
                 let rows = Self.depthwiseRowsPerItem
-                let kernel = try self.kernel(.dwconv3x3, stride == 1 ? "dwconv3x3_rows" : "dwconv3x3_rows_s2",
-                                             defines: ["VEC=\(vec)", "ROWS=\(rows)"] + weights.precision.kernelDefines)
+                let kernel = try self.kernel(.dwconv3x3, "dwconv3x3_rows", defines: ["VEC=\(vec)", "ROWS=\(rows)"] + weights.precision.kernelDefines)
                 try launch(kernel, global: [c / vec, ceilDiv(spec.outWidth, 4), spec.batch * ceilDiv(spec.outHeight, rows)],
+                           arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo)] + tensors)
+            } else if !gpu {
+                // 4-pixel strips, each output row's channels walked in turn: the input rows are
+                // read front to back (Kernels/dwconv3x3.cl). One work-item per work-group, in
+                // row-tile order.
+                let rows = Self.depthwiseStride2RowsPerItem
+                let kernel = try self.kernel(.dwconv3x3, "dwconv3x3_strips_s2",
+                                             defines: ["VEC=\(vec)", "ROWS=\(rows)"] + weights.precision.kernelDefines)
+                try launch(kernel, global: [spec.batch * ceilDiv(spec.outHeight, rows), ceilDiv(spec.outWidth, 4), 1], local: [1, 1, 1],
                            arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo)] + tensors)
             } else {
                 // The GPU variant where dwconv3x3_tiled does not apply (C % 4 != 0): one output
                 // pixel per work-item.
-                let kernel = try self.kernel(.dwconv3x3, "dwconv3x3", defines: ["VEC=\(vec)", "XPW=1"] + weights.precision.kernelDefines)
+                let kernel = try self.kernel(.dwconv3x3, "dwconv3x3", defines: ["VEC=\(vec)"] + weights.precision.kernelDefines)
                 try launch(kernel, global: [c / vec, spec.outWidth, spec.batch * spec.outHeight],
-                           arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo), .int(Int32(stride))] + tensors + [.int(1)])
+                           arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo), .int(Int32(stride))] + tensors)
             }
         } else if weights.implicitGemm {
             // conv3x3.cl needs a VEC for its other kernel; the CPU conv3x3 build serves both.
@@ -203,12 +211,16 @@ extension CLContext {
 }
 
 extension CLContext {
-    /// Output rows per work-item of the CPU depthwise kernels (dwconv3x3_rows, and
-    /// dwconv3x3_rows_s2 at stride 2): the input rows read per output row are (rows + 2) / rows
-    /// at stride 1, (2 rows + 1) / rows at stride 2. 4, 8, 16 and 64 measured alike
+    /// Output rows per work-item of the CPU depthwise kernel at stride 1 (dwconv3x3_rows): the
+    /// input rows read per output row are (rows + 2) / rows. 4, 8, 16 and 64 measured alike
     /// within this VM's noise on the MLLA-T maps (kernel bench, Zen 4); 8 keeps 7 row tiles of
     /// the 56-row stage-1 map at 224 for the two cores to share.
     static let depthwiseRowsPerItem = 8
+
+    /// Output rows per work-item of dwconv3x3_strips_s2 (stride 2). Of 1, 2, 4 and 8, 4 measured
+    /// fastest on the 1024 maps (by 1-25%) and alike at 224 (kernel bench, PoCL, Zen 4, 4
+    /// interleaved rounds).
+    static let depthwiseStride2RowsPerItem = 4
 
     /// conv3x3's CPU register tile: VEC-wide vectors, COV of them (output channels) x XPW
     /// pixels. With the GEMM's wide tile (AVX-512: 16 float16 accumulators fit) VEC 16 and
