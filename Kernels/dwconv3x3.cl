@@ -108,14 +108,15 @@ __kernel void dwconv3x3_rows(const int H, const int W, const int C, const int Ho
 
 // dwconv3x3_strips_s2: the CPU kernel at stride 2. A work-item takes a strip of 4 output
 // pixels (input columns 2 ox0 - 1 ... 2 ox0 + 7) over ROWS output rows and, for each row, walks
-// all C channels VEC at a time, reading the strip's three input rows (2 oy - 1, 2 oy, 2 oy + 1).
-// With the channels innermost, each input row's 9 x C floats are read front to back: three
-// sequential streams per work-item, which the hardware prefetchers follow. Walking down the rows
-// with the channels spread over work-items instead (4.5 loads per output vector against 6.75
-// here) reads 17 interleaved strided streams and ran 25-40% slower at 1024, where the input
-// (256x256x512, 134 MB) streams from DRAM (kernel bench, PoCL, Zen 4). One work-item per
-// work-group, row tiles first, so a strip's consecutive row tiles run in turn and the input row
-// two tiles share is still cached. Same tap order as dwconv3x3 (ky = 0, 1, 2; right, mid,
+// all C channels VEC at a time, reading the strip's three input rows (2 oy - 1, 2 oy, 2 oy + 1):
+// 27 loads per channel step, each 64 bytes on from the last step's. Walking down the rows with
+// the channels spread over work-items instead (dwconv3x3_rows' walk: 4.5 loads per output
+// vector against 6.75 here, but each work-item's 17 input rows touched line by line) ran 25-40%
+// slower at 1024, where the input (256x256x512, 134 MB) streams from DRAM (kernel bench, PoCL,
+// Zen 4); scattering each input pixel's channels into 4 x C accumulators in private memory,
+// to read every pixel front to back, was slower still. One work-item per work-group, row tiles
+// first, so a strip's consecutive row tiles run in turn and the input row two tiles share is
+// still cached. Same tap order as dwconv3x3 (ky = 0, 1, 2; right, mid,
 // left), so the two agree bit for bit.
 // Launch: global (B * ceil(Ho / ROWS), ceil(Wo / 4), 1), local (1, 1, 1). Defines: VEC, ROWS.
 #define DW2_TAPS(q, left, mid, right) acc##q = fma(left, kl, fma(mid, km, fma(right, kr, acc##q)));

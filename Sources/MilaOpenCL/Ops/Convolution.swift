@@ -157,9 +157,8 @@ extension CLContext {
                 try launch(kernel, global: [c / vec, ceilDiv(spec.outWidth, 4), spec.batch * ceilDiv(spec.outHeight, rows)],
                            arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo)] + tensors)
             } else if !gpu {
-                // 4-pixel strips, each output row's channels walked in turn: the input rows are
-                // read front to back (Kernels/dwconv3x3.cl). One work-item per work-group, in
-                // row-tile order.
+                // 4-pixel strips, each output row's channels walked in turn (Kernels/dwconv3x3.cl).
+                // One work-item per work-group, in row-tile order.
                 let rows = Self.depthwiseStride2RowsPerItem
                 let kernel = try self.kernel(.dwconv3x3, "dwconv3x3_strips_s2",
                                              defines: ["VEC=\(vec)", "ROWS=\(rows)"] + weights.precision.kernelDefines)
