@@ -402,9 +402,11 @@ __kernel void fgla_states_seq(const int L, const int C, __global const float* qk
 }
 
 // Tokens per work-item in fgla_output_vec: each k row, v row and state row loaded once serves
-// FG_TB tokens (register blocking; one token per work-item ran at ~25 GFLOP/s on PoCL; 8 ran
-// as fast as 4).
+// FG_TB tokens (register blocking). The host sets it (CLContext.forgetGateTokensPerItem) and
+// sizes the launch by it.
+#ifndef FG_TB
 #define FG_TB 4
+#endif
 
 __kernel void fgla_output_vec(const int L, const int C, const int normalize,
                               __global const float* qk, __global const float* kfeat, __global const float* v, __global const float* gate,

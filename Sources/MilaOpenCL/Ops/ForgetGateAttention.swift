@@ -64,6 +64,11 @@ extension CLContext {
         return y
     }
 
+    /// Tokens per work-item of fgla_output_vec (its FG_TB): each k, v and state row it loads
+    /// serves this many tokens (one token per work-item ran at ~25 GFLOP/s on PoCL; 8 ran as
+    /// fast as 4, Zen 4).
+    static let forgetGateTokensPerItem = 4
+
     private func phasedForgetGate(qk: DeviceTensor, v: DeviceTensor, gate: DeviceTensor, scale: CLBuffer, spec: ForgetGateAttentionSpec,
                                   bidirectional: Bool, normalize: Bool, chunk: Int, output: DeviceTensor?) throws -> DeviceTensor {
         let (batch, l, c, heads, d) = (spec.batch, spec.tokens, spec.channels, spec.heads, spec.headDim)
@@ -89,15 +94,16 @@ extension CLContext {
             if bidirectional { recycle(backward) }
         }
         // One walk over the chunks per (head, direction, batch), a work-item each.
-        try launch(try kernel(.forgetGateAttention, "fgla_states_seq", defines: defines), global: [heads, bidirectional ? 2 : 1, batch],
+        try launch(try kernel(.forgetGateAttention, "fgla_states_seq", defines: defines + ["FG_TB=\(Self.forgetGateTokensPerItem)"]), global: [heads, bidirectional ? 2 : 1, batch],
                    local: [1, 1, 1],
                    arguments: [.int(Int32(l)), .int(Int32(c)), .buffer(qk.buffer), .buffer(v.buffer), .buffer(gate.buffer),
                                .buffer(scale), .buffer(forward), .buffer(backward), .buffer(kfeat), .buffer(factors)])
         let y = try output ?? empty([batch, l, c])
-        // FG_TB = 4 tokens per work-item; work-groups of 8 (PoCL's own choice of a large group
+        // FG_TB tokens per work-item; work-groups of 8 (PoCL's own choice of a large group
         // overflowed its stack with the kernel's private arrays).
-        let blocks = chunks * ceilDiv(chunk, 4)
-        try launch(try kernel(.forgetGateAttention, "fgla_output_vec", defines: defines), global: [ceilDiv(blocks, 8) * 8, heads, batch],
+        let tokens = Self.forgetGateTokensPerItem
+        let blocks = chunks * ceilDiv(chunk, tokens)
+        try launch(try kernel(.forgetGateAttention, "fgla_output_vec", defines: defines + ["FG_TB=\(tokens)"]), global: [ceilDiv(blocks, 8) * 8, heads, batch],
                    local: [8, 1, 1],
                    arguments: [.int(Int32(l)), .int(Int32(c)), .int(normalize ? 1 : 0), .buffer(qk.buffer), .buffer(kfeat), .buffer(v.buffer),
                                .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(factors), .buffer(y.buffer)])
