@@ -304,6 +304,24 @@ import Testing
         #expect(context.launchedKernelNames.isSuperset(of: ["conv3x3", "conv3x3_igemm_6x16"]), "\(context.launchedKernelNames)")
     }
 
+    /// With the wide (4x64) tile, output channels that are a multiple of 32 but not of 64 (the
+    /// stem's 32 -> 32, and 96) run conv3x3_igemm on the 8x32 tile, padded to 32 columns, not 64.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func implicitGemmTileFitsTheOutputChannels(_ implementation: Implementation) throws {
+        let context = try CLContext(device: implementation.device!, variant: .cpu)
+        context.useGemmTuning(GemmTuning(tile: .wide, rowTiles: 1, panelRows: 1024, rowTilesMaxDepth: 256))
+        let tile8x32 = try #require(GemmTile(parsing: "8x32"))
+        let tiles = try [32, 96, 64, 128, 40].map { cout in
+            try Conv3x3Weights(context: context, weight: try Tensor(zeros: [cout, 32, 3, 3]), bias: nil, depthwise: false).implicitGemmTile
+        }
+        #expect(tiles == [tile8x32, tile8x32, .wide, .wide, nil])
+        let stem = try Conv3x3Weights(context: context, weight: try Tensor(zeros: [32, 32, 3, 3]), bias: nil, depthwise: false)
+        #expect(stem.bytes == 9 * 32 * 32 * 4)  // 32 output channels, no padding
+        try checkConv(context, ConvCase(height: 28, width: 28, inChannels: 32, outChannels: 32, stride: 1, activation: .relu, residual: true))
+        try checkConv(context, ConvCase(batch: 2, height: 9, width: 13, inChannels: 24, outChannels: 96, stride: 2, activation: .relu))
+        #expect(context.launchedKernelNames.contains("conv3x3_igemm_8x32"), "\(context.launchedKernelNames)")
+    }
+
     @Test func rejectsBadArguments() throws {
         let context = try TestDevice.context()
         let weights = try Conv3x3Weights(context: context, weight: try Tensor(zeros: [8, 1, 3, 3]), bias: nil, depthwise: true)

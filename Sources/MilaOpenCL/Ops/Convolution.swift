@@ -3,15 +3,19 @@ import MilaCore
 
 /// 3x3 convolution weights on the device, packed once (see Kernels/conv3x3.cl, dwconv3x3.cl).
 /// Dense: (Cout, Cin, 3, 3) -> (3, 3, Cin, CoutP), CoutP = Cout rounded up to 16 (or 32); for
-/// conv3x3_igemm, panels of 16 output channels, each (9 Cin) x 16, CoutP rounded up to 64.
+/// conv3x3_igemm, panels of 16 output channels, each (9 Cin) x 16, CoutP rounded up to the
+/// columns of its register tile (`implicitGemmTile`).
 /// Depthwise: (C, 1, 3, 3) -> (9, C). Fold BatchNorm first (BatchNormFolding). With `.fp16`
 /// the packed weight is stored as half floats (the bias stays float32).
 public struct Conv3x3Weights {
     public let weightShape: [Int]
     public let depthwise: Bool
     public let precision: Precision
-    /// Run by conv3x3_igemm (CoutP a multiple of 64, with a row of Cin zeros for the padding).
-    public let implicitGemm: Bool
+    /// The register tile conv3x3_igemm runs these weights on (CoutP a multiple of its columns,
+    /// with a row of Cin zeros for the padding); nil when conv3x3 (or a depthwise kernel) does.
+    public let implicitGemmTile: GemmTile?
+    /// Run by conv3x3_igemm.
+    public var implicitGemm: Bool { implicitGemmTile != nil }
     let packed: CLBuffer
     let bias: CLBuffer?
     let zeros: CLBuffer?
@@ -37,13 +41,26 @@ public struct Conv3x3Weights {
 
     /// Dense convolutions with at least this many input channels run as an implicit GEMM on
     /// CPUs (the UperNet head's 512-2816), and so do those with at least
-    /// `implicitGemmMinWideChannels` in and 64 out, which fill its 64-channel tiles (the stem's
-    /// 32 -> 256 conv3.0: 2.2 against 2.9 ms at 224, 50 against 65 ms at 1024 on a 2-vCPU
-    /// Zen 4 EPYC, Intel's runtime, `mila-kernel-bench --only conv3x3`, 2026-12-06). The
-    /// stem's 3 -> 32 and 32 -> 32 convs stay on conv3x3's smaller tiles (igemm 1.4x slower on
-    /// the 32 -> 32: half its 64-channel tile would be padding).
+    /// `implicitGemmMinWideChannels` in and 64 out, or out channels that fill whole tiles of
+    /// `implicitGemmTile` (the stem's 32 -> 256 conv3.0: 2.2 against 2.9 ms at 224, 50 against
+    /// 65 ms at 1024 on a 2-vCPU Zen 4 EPYC, Intel's runtime, `mila-kernel-bench --only
+    /// conv3x3`, 2026-12-06; its 32 -> 32 convs on the 8 x 32 tile). The stem's 3 -> 32 conv
+    /// stays on conv3x3 (K = 27).
     public static let implicitGemmMinChannels = 64
     public static let implicitGemmMinWideChannels = 16
+
+    /// conv3x3_igemm's register tile for `outChannels`: the device's tuned GEMM tile, except that
+    /// a wide tuned tile (AVX-512's 4 x 64) gives way to 8 x 32 for a multiple of 32 output
+    /// channels that does not fill its columns. On the stem's 32 -> 32 convs, where half of the
+    /// 4 x 64 tile would be padding (igemm 1.4x slower than conv3x3 there), 8 x 32 ran 20-30%
+    /// faster than conv3x3: 1.17-1.26 against 1.52-1.89 ms on 112x112x32 (224 input), 25.0-26.6
+    /// against 32.4-34.4 ms on 512x512x32 (1024 input), PoCL, 2-vCPU Zen 4 EPYC,
+    /// `mila-kernel-bench --only conv3x3`, 2 interleaved rounds, 2026-12-07.
+    static func implicitGemmTile(tuned: GemmTile, outChannels: Int) -> GemmTile {
+        let tile8x32 = GemmTile(rows: 8, columns: 32)
+        if tuned.isWide && outChannels % tuned.columns != 0 && outChannels % tile8x32.columns == 0 { return tile8x32 }
+        return tuned
+    }
 
     /// Dense convolutions with at least this many input channels run as conv3x3_tiled on GPUs
     /// (K = 9 Cin >= 144 fills the 16-deep K steps; the stem's 3-channel conv stays on conv3x3's
@@ -78,12 +95,12 @@ public struct Conv3x3Weights {
         weightShape = weight.shape
         self.depthwise = depthwise
         self.precision = precision
-        // 16+ input channels and output channels that fill the tiles: 64+, or whole tiles of a
-        // narrow one (the stem's 32 -> 32 on a 16-column tile).
-        let tileColumns = context.gemmTuning.tile.columns
-        let wide = cin >= Self.implicitGemmMinWideChannels && (cout >= 64 || cout % tileColumns == 0)
+        // 16+ input channels and output channels that fill the tiles: 64+, or whole tiles (the
+        // stem's 32 -> 32 on a 16- or 32-column tile).
+        let tile = Self.implicitGemmTile(tuned: context.gemmTuning.tile, outChannels: cout)
+        let wide = cin >= Self.implicitGemmMinWideChannels && (cout >= 64 || cout % tile.columns == 0)
         let igemm = !depthwise && (implicitGemm ?? (context.variant == .cpu && (cin >= Self.implicitGemmMinChannels || wide)))
-        self.implicitGemm = igemm
+        implicitGemmTile = igemm ? tile : nil
         zeros = igemm ? try context.upload([Float](repeating: 0, count: cin)) : nil
         if depthwise {
             paddedOutChannels = cout
@@ -92,7 +109,7 @@ public struct Conv3x3Weights {
             self.packed = try context.uploadWeights(packed, precision: precision)
             self.bias = try bias.map { try context.upload($0.data) }
         } else {
-            let coutP = roundUp(cout, to: igemm ? 64 : 16 * Self.channelVectors(outChannels: cout))
+            let coutP = roundUp(cout, to: igemm ? tile.columns : 16 * Self.channelVectors(outChannels: cout))
             paddedOutChannels = coutP
             var packed = [Float](repeating: 0, count: 9 * cin * coutP)
             let k = 9 * cin
@@ -171,9 +188,8 @@ extension CLContext {
                 try launch(kernel, global: [c / vec, spec.outWidth, spec.batch * spec.outHeight],
                            arguments: [.int(h), .int(w), .int(Int32(c)), .int(ho), .int(wo), .int(Int32(stride))] + tensors)
             }
-        } else if weights.implicitGemm {
+        } else if let tile = weights.implicitGemmTile {
             // conv3x3.cl needs a VEC for its other kernel; the CPU conv3x3 build serves both.
-            let tile = gemmTuning.tile
             let kernel = try self.kernel(.conv3x3, tile.kernelName("conv3x3_igemm"),
                                          defines: directConvDefines(outChannels: 64) + weights.precision.kernelDefines)
             let k = 9 * spec.inChannels, step = Conv3x3Weights.rowsPerLaunch(tileColumns: tile.columns)
