@@ -116,8 +116,8 @@ __kernel void dwconv3x3_rows(const int H, const int W, const int C, const int Ho
 // Zen 4); scattering each input pixel's channels into 4 x C accumulators in private memory,
 // to read every pixel front to back, was slower still. One work-item per work-group, row tiles
 // first, so a strip's consecutive row tiles run in turn and the input row two tiles share is
-// still cached. Same tap order as dwconv3x3 (ky = 0, 1, 2; right, mid,
-// left), so the two agree bit for bit.
+// still cached. Same tap order as dwconv3x3 (ky = 0, 1, 2; right, mid, left), so the two
+// agree bit for bit.
 // Launch: global (B * ceil(Ho / ROWS), ceil(Wo / 4), 1), local (1, 1, 1). Defines: VEC, ROWS.
 #define DW2_TAPS(q, left, mid, right) acc##q = fma(left, kl, fma(mid, km, fma(right, kr, acc##q)));
 // One input row's taps (weights row ky) for the strip's 4 outputs at channels c0 ..< c0 + VEC.

@@ -78,7 +78,8 @@ extension CLContext {
         guard (1...256).contains(chunk) else {
             throw MilaError.invalidArgument(op: "forget_gate_attention", message: "chunk size \(chunk) must be 1...256")
         }
-        let defines = ["DHEAD=\(d)", "CHUNK=\(chunk)", "FG_BIDIR=\(bidirectional ? 1 : 0)"]
+        let tokens = Self.forgetGateTokensPerItem
+        let defines = ["DHEAD=\(d)", "CHUNK=\(chunk)", "FG_BIDIR=\(bidirectional ? 1 : 0)", "FG_TB=\(tokens)"]
         if variant == .gpu, let group = ForgetGateTiles.workGroup(headDim: d, chunk: chunk, localMemory: Int(device.localMemory),
                                                                   maxWorkGroup: device.maxWorkGroupSize) {
             return try phasedForgetGateGPU(qk: qk, v: v, gate: gate, scale: scale, spec: spec, bidirectional: bidirectional,
@@ -94,16 +95,15 @@ extension CLContext {
             if bidirectional { recycle(backward) }
         }
         // One walk over the chunks per (head, direction, batch), a work-item each.
-        try launch(try kernel(.forgetGateAttention, "fgla_states_seq", defines: defines + ["FG_TB=\(Self.forgetGateTokensPerItem)"]), global: [heads, bidirectional ? 2 : 1, batch],
+        try launch(try kernel(.forgetGateAttention, "fgla_states_seq", defines: defines), global: [heads, bidirectional ? 2 : 1, batch],
                    local: [1, 1, 1],
                    arguments: [.int(Int32(l)), .int(Int32(c)), .buffer(qk.buffer), .buffer(v.buffer), .buffer(gate.buffer),
                                .buffer(scale), .buffer(forward), .buffer(backward), .buffer(kfeat), .buffer(factors)])
         let y = try output ?? empty([batch, l, c])
         // FG_TB tokens per work-item; work-groups of 8 (PoCL's own choice of a large group
         // overflowed its stack with the kernel's private arrays).
-        let tokens = Self.forgetGateTokensPerItem
         let blocks = chunks * ceilDiv(chunk, tokens)
-        try launch(try kernel(.forgetGateAttention, "fgla_output_vec", defines: defines + ["FG_TB=\(tokens)"]), global: [ceilDiv(blocks, 8) * 8, heads, batch],
+        try launch(try kernel(.forgetGateAttention, "fgla_output_vec", defines: defines), global: [ceilDiv(blocks, 8) * 8, heads, batch],
                    local: [8, 1, 1],
                    arguments: [.int(Int32(l)), .int(Int32(c)), .int(normalize ? 1 : 0), .buffer(qk.buffer), .buffer(kfeat), .buffer(v.buffer),
                                .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(factors), .buffer(y.buffer)])
