@@ -31,17 +31,22 @@ func echoBatcher(maxBatch: Int, delayMicroseconds: Int, maxQueue: Int = 64, time
     }
 }
 
-/// Polls `condition` every 5 ms; after `seconds` records a failure and throws instead of
-/// spinning forever.
+/// Polls `condition` every 5 ms; after `seconds` worth of polls records a failure and throws
+/// instead of spinning forever. It counts polls, not wall time: while other suites' synchronous
+/// tests hold the cooperative pool's threads (two on a 2-core runner, for minutes), this task and
+/// the tasks it waits on are held alike, and a wall-clock deadline ran out with the awaited task
+/// never run (CI at 38154a4: "gave up waiting 300.0 s for the first batch on the device").
 func waitUntil(_ what: String, seconds: Double = 300, _ condition: () -> Bool) async throws {
-    let deadline = Date().addingTimeInterval(seconds)
+    let pollMilliseconds = 5
+    var polls = Int(seconds * 1000) / pollMilliseconds
     while !condition() {
         struct Timeout: Error, CustomStringConvertible { let description: String }
-        guard Date() < deadline else {
-            Issue.record("gave up waiting \(seconds) s for \(what)")
+        guard polls > 0 else {
+            Issue.record("gave up waiting for \(what) after \(Int(seconds * 1000) / pollMilliseconds) polls \(pollMilliseconds) ms apart")
             throw Timeout(description: "gave up waiting for \(what)")
         }
-        try await Task.sleep(for: .milliseconds(5))
+        polls -= 1
+        try await Task.sleep(for: .milliseconds(pollMilliseconds))
     }
 }
 
