@@ -190,6 +190,14 @@ typedef float8 mila_float8_u __attribute__((aligned(4)));
 #define MILA_PREFETCH(p) ((void)0)
 #endif
 
+// The sum of a float16's lanes in a fixed order (halves, then quarters, then pairs): LayerNorm's
+// reductions (layernorm_rows_vec and the depthwise kernel that fuses it) round alike.
+inline float mila_sum16(float16 v) {
+    const float8 a = v.lo + v.hi;
+    const float4 b = a.lo + a.hi;
+    return (b.x + b.y) + (b.z + b.w);
+}
+
 // Vector helpers parameterised by VEC (1, 4, 8 or 16) for kernels that choose their width by a
 // build define.
 #ifdef VEC

@@ -164,6 +164,89 @@ __kernel void dwconv3x3_strips_s2(const int H, const int W, const int C, const i
         }
     }
 }
+
+#if VEC == 16
+// dwconv3x3_strips_ln: the CPU kernel at stride 1 for a depthwise conv whose output a LayerNorm
+// reads next (the MLLA block's CPEs, x + dwconv(x), each followed by norm1 or norm2): one launch
+// writes both, out and y = LayerNorm(out). A work-item takes a strip of 4 output pixels over
+// ROWS output rows; for each row it walks all C channels VEC at a time (18 input loads and 4
+// residual loads per step), stores out and sums each pixel's channels as it goes, then
+// normalises the 4 pixels from the values it just stored (4 C floats, still in L1) in
+// layernorm_rows_vec's order (float16 partial sums over the channels from zero, mila_sum16,
+// the mean, then the centred squares), so y equals the two-kernel path bit for bit. out is
+// stored plainly (it is read back at once); y streams when the host sets EPI_STREAM. Same tap
+// order as dwconv3x3. Only rows that exist are read (an output row's taps outside the image
+// are skipped, not multiplied by zero), as in dwconv3x3_rows.
+// Launch: global (B * ceil(H / ROWS), ceil(W / 4), 1), local (1, 1, 1). Defines: VEC = 16, ROWS.
+#define DW1_ROW(iy, ky)                                                                           \
+    {                                                                                             \
+        const vec_t kl = WVLOAD(w + (ky * 3 + 0) * C + c0), km = WVLOAD(w + (ky * 3 + 1) * C + c0); \
+        const vec_t kr = WVLOAD(w + (ky * 3 + 2) * C + c0);                                       \
+        __global const float* rowIn = in + ((size_t)b * H + (iy)) * W * C + c0;                   \
+        vec_t x0, x1, x2, x3, x4, x5;                                                             \
+        if (interior) {                                                                           \
+            __global const float* p = rowIn + (size_t)(ox0 - 1) * C;                              \
+            x0 = VLOAD(p); x1 = VLOAD(p + C); x2 = VLOAD(p + 2 * C);                              \
+            x3 = VLOAD(p + 3 * C); x4 = VLOAD(p + 4 * C); x5 = VLOAD(p + 5 * C);                  \
+        } else {                                                                                  \
+            x0 = dw_load(rowIn, ox0 - 1, W, C); x1 = dw_load(rowIn, ox0, W, C);                   \
+            x2 = dw_load(rowIn, ox0 + 1, W, C); x3 = dw_load(rowIn, ox0 + 2, W, C);               \
+            x4 = dw_load(rowIn, ox0 + 3, W, C); x5 = dw_load(rowIn, ox0 + 4, W, C);               \
+        }                                                                                         \
+        DW2_TAPS(0, x0, x1, x2) DW2_TAPS(1, x1, x2, x3) DW2_TAPS(2, x2, x3, x4) DW2_TAPS(3, x3, x4, x5) \
+    }
+// Output pixel q of the strip: the activation and residual, the store, the channel sum.
+#define DW1_STORE(q)                                                                              \
+    if (ox0 + q < W) {                                                                            \
+        vec_t v = VACT(acc##q, act);                                                              \
+        if (flags & EPI_RESIDUAL) v += VLOAD(res + o + (size_t)q * C);                            \
+        VSTORE(v, out + o + (size_t)q * C);                                                       \
+        sum##q += v;                                                                              \
+    }
+// LayerNorm of output pixel q (its C values at out + row + q C) into y.
+#define DW1_NORM(q)                                                                               \
+    if (ox0 + q < W) {                                                                            \
+        __global const float* xr = out + row + (size_t)q * C;                                     \
+        __global float* yr = y + row + (size_t)q * C;                                             \
+        const float mean = mila_sum16(sum##q) / C;                                                \
+        float16 sq = (float16)(0.0f);                                                             \
+        for (int c = 0; c < C; c += 16) {                                                         \
+            const float16 d = vload16(0, xr + c) - mean;                                          \
+            sq = fma(d, d, sq);                                                                   \
+        }                                                                                         \
+        const float inv = rsqrt(mila_sum16(sq) / C + eps);                                        \
+        for (int c = 0; c < C; c += 16)                                                           \
+            VSTORE_OUT(fma((vload16(0, xr + c) - mean) * inv, vload16(0, lnWeight + c), vload16(0, lnBias + c)), \
+                       yr + c, flags);                                                            \
+    }
+
+__kernel void dwconv3x3_strips_ln(const int H, const int W, const int C,
+                                  __global const float* in, __global const weight_t* w, __global const float* bias,
+                                  __global const float* res, __global float* out, const int act, const int flags,
+                                  const float eps, __global const float* lnWeight, __global const float* lnBias,
+                                  __global float* y) {
+    const int rowTiles = (H + ROWS - 1) / ROWS;
+    const int b = get_global_id(0) / rowTiles, oy0 = (get_global_id(0) % rowTiles) * ROWS;
+    const int ox0 = get_global_id(1) * 4;
+    if (ox0 >= W) return;
+    const bool interior = ox0 >= 1 && ox0 + 4 < W;
+    const int last = min(oy0 + ROWS, H);
+    for (int oy = oy0; oy < last; ++oy) {
+        const size_t row = (((size_t)b * H + oy) * W + ox0) * C;
+        float16 sum0 = (float16)(0.0f), sum1 = sum0, sum2 = sum0, sum3 = sum0;
+        for (int c0 = 0; c0 < C; c0 += VEC) {
+            const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);
+            vec_t acc0 = start, acc1 = start, acc2 = start, acc3 = start;
+            if (oy > 0) DW1_ROW(oy - 1, 0)
+            DW1_ROW(oy, 1)
+            if (oy + 1 < H) DW1_ROW(oy + 1, 2)
+            const size_t o = row + c0;
+            DW1_STORE(0) DW1_STORE(1) DW1_STORE(2) DW1_STORE(3)
+        }
+        DW1_NORM(0) DW1_NORM(1) DW1_NORM(2) DW1_NORM(3)
+    }
+}
+#endif
 #endif
 
 // dwconv3x3_tiled: the GPU variant. A work-group of (LC, LX) work-items computes TY output rows

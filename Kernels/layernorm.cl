@@ -36,12 +36,6 @@ __kernel void layernorm_rows(const int rows, const int C, const float eps, __glo
     for (int i = 0; i < C; ++i) yr[i] = fma((xr[i] - mean) * inv, weight[i], bias[i]);
 }
 
-inline float ln_sum16(float16 v) {
-    const float8 a = v.lo + v.hi;
-    const float4 b = a.lo + a.hi;
-    return (b.x + b.y) + (b.z + b.w);
-}
-
 __kernel void layernorm_rows_vec(const int rows, const int C, const float eps, __global const float* x,
                                  __global const float* weight, __global const float* bias, __global float* y,
                              const int yOffset, const int yStride) {
@@ -52,10 +46,10 @@ __kernel void layernorm_rows_vec(const int rows, const int C, const float eps, _
     const int n = C / 16;
     float16 sum = (float16)(0.0f);
     for (int i = 0; i < n; ++i) sum += vload16(i, xr);
-    const float mean = ln_sum16(sum) / C;
+    const float mean = mila_sum16(sum) / C;
     float16 sq = (float16)(0.0f);
     for (int i = 0; i < n; ++i) { const float16 d = vload16(i, xr) - mean; sq = fma(d, d, sq); }
-    const float inv = rsqrt(ln_sum16(sq) / C + eps);
+    const float inv = rsqrt(mila_sum16(sq) / C + eps);
     for (int i = 0; i < n; ++i)
         vstore16(fma((vload16(i, xr) - mean) * inv, vload16(i, weight), vload16(i, bias)), i, yr);
 }

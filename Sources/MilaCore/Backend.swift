@@ -33,7 +33,10 @@ public struct MemoryPlan: Sendable {
 
     public var plannedBytes: Int { slotSizes.reduce(0, +) * 4 }
 
-    public init(_ graph: Graph) {
+    /// `alsoWrites` maps a node to a later node whose value its launch writes too (a backend's
+    /// fused pair, e.g. a depthwise conv and the LayerNorm of its output): that value takes its
+    /// slot when the writer runs, so it never shares one with anything the writer reads.
+    public init(_ graph: Graph, alsoWrites: [Int: Int] = [:]) {
         let slices = (try? graph.concatSlices()) ?? [:]
         var lastUse = graph.lastUses()
         for (producer, slice) in slices { lastUse[slice.concat] = max(lastUse[slice.concat], lastUse[producer]) }
@@ -62,6 +65,11 @@ public struct MemoryPlan: Sendable {
                 releaseAt[max(lastUse[owner], node.id), default: []].append(slotOfNode[owner])
             }
             slotOfNode[node.id] = slotOfNode[owner]
+            if let later = alsoWrites[node.id], slotOfNode[later] < 0 {
+                precondition(later > node.id && slices[later] == nil, "a fused value is a later, unsliced node")
+                slotOfNode[later] = take(Shape.count(graph.nodes[later].shape))
+                releaseAt[max(lastUse[later], later), default: []].append(slotOfNode[later])
+            }
             free += releaseAt.removeValue(forKey: node.id) ?? []
         }
         self.slotOfNode = slotOfNode

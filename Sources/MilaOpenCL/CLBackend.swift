@@ -19,13 +19,15 @@ public final class CLBackend: Backend {
         headDim % 16 == 0 ? .phased(chunk: 32) : .chunked(chunk: 16)
     }
     private let weights: [String: Tensor]
-    private var plans: [Int: (plan: MemoryPlan, slots: [CLBuffer])] = [:]
+    private var plans: [Int: (plan: MemoryPlan, slots: [CLBuffer], fused: [Int: Int])] = [:]
     /// The launches of a planned forward per graph (structure and node names), recorded on a
     /// run and replayed on the next ones (`CLContext.replay`): building the forward on the host
     /// took 9-16 ms at 224 on the 2-vCPU VM, on one of the two cores the kernels run on.
     private var replays: [Int: LaunchRecording] = [:]
     /// `MILA_REPLAY=0` builds every forward on the host (for comparisons).
     private let replayEnabled = ProcessInfo.processInfo.environment["MILA_REPLAY"] != "0"
+    /// `MILA_FUSE_NORM=0` runs the LayerNorms after depthwise convs as launches of their own.
+    public var fusesNorms = ProcessInfo.processInfo.environment["MILA_FUSE_NORM"] != "0"
     /// Bytes of the packed weights on the device.
     public private(set) var weightBytes = 0
 
@@ -58,7 +60,25 @@ public final class CLBackend: Backend {
 
     /// The planned activation memory for `graph` (the arena, alignment included), in bytes.
     public func plannedBytes(_ graph: Graph) -> Int {
-        context.arenaLayout(counts: MemoryPlan(graph).slotSizes).bytes
+        context.arenaLayout(counts: MemoryPlan(graph, alsoWrites: normFusions(graph)).slotSizes).bytes
+    }
+
+    /// The LayerNorms this backend runs in the launch of the depthwise conv they read
+    /// (`CLContext.depthwiseConvLayerNorm`): conv node -> LayerNorm node. Both values dense
+    /// (neither a slice of a concat), the LayerNorm the conv's first such reader. In the MLLA
+    /// block these are the two CPEs and norm1 / norm2: 2 launches of ~300 a forward per block.
+    public func normFusions(_ graph: Graph) -> [Int: Int] {
+        guard fusesNorms else { return [:] }
+        let slices = (try? graph.concatSlices()) ?? [:]
+        var fused: [Int: Int] = [:], normed: Set<Int> = []
+        for node in graph.nodes {
+            guard case .layerNorm = node.op, let source = node.inputs.first, slices[node.id] == nil, slices[source] == nil,
+                  !normed.contains(source), case let .conv3x3(_, _, stride, _, true) = graph.nodes[source].op,
+                  context.fusesDepthwiseLayerNorm(channels: node.shape.last ?? 0, stride: stride) else { continue }
+            fused[source] = node.id
+            normed.insert(source)
+        }
+        return fused
     }
 
     private func tensor(_ name: String) throws -> Tensor {
@@ -95,10 +115,12 @@ public final class CLBackend: Backend {
         try checkSupport(graph)
         let key = graph.signature
         if plans[key] == nil {
-            let plan = MemoryPlan(graph)
-            plans[key] = (plan, try context.arena(counts: plan.slotSizes))
+            let fused = normFusions(graph)
+            let plan = MemoryPlan(graph, alsoWrites: fused)
+            plans[key] = (plan, try context.arena(counts: plan.slotSizes), fused)
         }
-        let (plan, slots) = plans[key]!
+        let (plan, slots, fused) = plans[key]!
+        let fusedNorms = Set(fused.values)
         let wanted = keep.union(graph.outputs.values)
         // Values that must survive to the end cannot share slots; keep everything else planned.
         if !keep.isSubset(of: Set(graph.outputs.values)) {
@@ -130,7 +152,10 @@ public final class CLBackend: Backend {
                     if case .input = node.op {
                         if launchedBefore { context.noteUnrecordableWork() }
                         try context.unrecorded { try execute(node, input: input, value: value, output: value(node.id)) }
-                    } else {
+                    } else if let norm = fused[node.id] {
+                        try executeWithNorm(node, graph.nodes[norm], value: value)
+                        launchedBefore = true
+                    } else if !fusedNorms.contains(node.id) {
                         try execute(node, input: input, value: value, output: value(node.id))
                         launchedBefore = true
                     }
@@ -187,6 +212,18 @@ public final class CLBackend: Backend {
         for (i, operand) in node.operands.enumerated() where !(inputView && i == 0) && !value(operand).isDense {
             throw MilaError.unsupported(op: node.name, message: "\(node.op.kind) cannot read the channel slice \(operand)")
         }
+    }
+
+    /// A depthwise conv and the LayerNorm of its output (`normFusions`) in one launch.
+    private func executeWithNorm(_ node: Node, _ norm: Node, value: (Int) -> DeviceTensor) throws {
+        guard case let .conv3x3(w, b, _, activation, _) = node.op, case let .layerNorm(nw, nb) = norm.op else {
+            preconditionFailure("normFusions pairs a depthwise conv with a LayerNorm")
+        }
+        try checkViews(node, value: value, output: value(node.id))
+        try checkViews(norm, value: value, output: value(norm.id))
+        _ = try context.depthwiseConvLayerNorm(value(node.inputs[0]), try convWeights(w, b, depthwise: true), activation: activation,
+                                               residual: node.residual.map(value), norm: try normWeights(nw, nb),
+                                               output: value(node.id), normOutput: value(norm.id))
     }
 
     private func execute(_ node: Node, input: Tensor, value: (Int) -> DeviceTensor, output: DeviceTensor) throws {

@@ -60,4 +60,42 @@ import Testing
             }
         }
     }
+
+    /// On a CPU device each block's CPEs run with the LayerNorm after them (norm1, norm2) in one
+    /// launch: the plan gives the LayerNorm's value its slot when the conv runs (apart from all
+    /// the conv reads and writes, and from every value live until the LayerNorm's last reader),
+    /// and the outputs equal the unfused launches' bit for bit.
+    @Test func eachCPEAndItsLayerNormShareALaunch() throws {
+        let (_, fused) = try Self.graphs(37, 53)
+        let context = try CLContext()
+        let opencl = CLBackend(context: context, weights: Self.weights)
+        let pairs = opencl.normFusions(fused)
+        let blocks = Self.config.depths.reduce(0, +)
+        #expect(pairs.count == 2 * blocks, "\(pairs.map { (fused.nodes[$0.key].name, fused.nodes[$0.value].name) })")
+        for (conv, norm) in pairs {
+            #expect(fused.nodes[conv].name.hasSuffix(".cpe1") || fused.nodes[conv].name.hasSuffix(".cpe2"), "\(fused.nodes[conv].name)")
+            #expect(fused.nodes[norm].inputs == [conv])
+        }
+        let plan = MemoryPlan(fused, alsoWrites: pairs)
+        let lastUse = fused.lastUses()
+        for (conv, norm) in pairs {
+            let writer = fused.nodes[conv]
+            for value in writer.operands + [conv] {
+                #expect(plan.slotOfNode[value] != plan.slotOfNode[norm], "\(fused.nodes[norm].name) shares a slot with \(fused.nodes[value].name)")
+            }
+            for other in fused.nodes where other.id > conv && other.id <= lastUse[norm] && other.id != norm {
+                #expect(plan.slotOfNode[other.id] != plan.slotOfNode[norm], "\(other.name) overwrites \(fused.nodes[norm].name)")
+            }
+        }
+        let input = try Tensor(randomUniform: [1, 37, 53, 3], in: -2...2, seed: 11)
+        let together = try opencl.run(fused, input: input, keep: [])
+        #expect(context.launchedKernelNames.contains("dwconv3x3_strips_ln"))
+        let apart = CLBackend(context: try CLContext(), weights: Self.weights)
+        apart.fusesNorms = false
+        #expect(apart.normFusions(fused).isEmpty)
+        let separate = try apart.run(fused, input: input, keep: [])
+        for role in ["logits", "stage0", "stage3"] {
+            #expect(together[fused.outputs[role]!]!.data == separate[fused.outputs[role]!]!.data, "\(role)")
+        }
+    }
 }

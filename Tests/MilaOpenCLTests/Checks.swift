@@ -79,6 +79,33 @@ func checkConv(_ context: CLContext, _ c: ConvCase, implicitGemm: Bool? = nil, p
     expectClose(try context.download(y), expected, precision == .fp16 ? Tolerances.halfWeights : Tolerances.accumulation, label)
 }
 
+/// dwconv3x3_strips_ln (`depthwiseConvLayerNorm`, stride 1): the conv against the reference,
+/// the LayerNorm against the reference's LayerNorm of the conv the kernel wrote (the reference's
+/// own conv differs in the last bit, which a large mean turns into more after dividing by
+/// sigma), then both against the two-kernel path (conv3x3, then layerNorm) on the same context,
+/// which they equal bit for bit.
+func checkDepthwiseNorm(_ context: CLContext, _ c: ConvCase, bias: Bool = true, offset: Float = 0) throws {
+    let label = "\(c.testDescription) +layernorm bias=\(bias) offset=\(offset) variant=\(context.variant)"
+    let x = try random([c.batch, c.height, c.width, c.inChannels], label + "x")
+    let w = try random([c.inChannels, 1, 3, 3], label + "w", in: -0.5...0.5)
+    let b = bias ? try random([c.inChannels], label + "b") : nil
+    var r = c.residual ? try random([c.batch, c.height, c.width, c.inChannels], label + "r") : nil
+    if offset != 0, r != nil { for i in 0..<r!.count { r!.data[i] += offset } }
+    let lw = try random([c.inChannels], label + "lw"), lb = try random([c.inChannels], label + "lb")
+    let conv = try Reference.conv3x3(x, weight: w, bias: b, stride: 1, depthwise: true, activation: c.activation, residual: r)
+    let weights = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: true)
+    let norm = try LayerNormWeights(context: context, weight: lw, bias: lb)
+    let (dx, dr) = (try context.upload(x), try r.map { try context.upload($0) })
+    let (y, n) = try context.depthwiseConvLayerNorm(dx, weights, activation: c.activation, residual: dr, norm: norm)
+    let (gotConv, gotNorm) = (try context.download(y), try context.download(n))
+    expectClose(gotConv, conv, Tolerances.accumulation, label + " conv")
+    expectClose(gotNorm, try Reference.layerNorm(gotConv, weight: lw, bias: lb), Tolerances.layerNorm, label + " norm")
+    let apart = try context.conv3x3(dx, weights, stride: 1, activation: c.activation, residual: dr)
+    let apartNorm = try context.layerNorm(apart, norm)
+    #expect(try context.download(apart).data == gotConv.data, "\(label): conv differs from dwconv3x3_rows")
+    #expect(try context.download(apartNorm).data == gotNorm.data, "\(label): norm differs from layernorm_rows_vec")
+}
+
 func checkLayerNorm(_ context: CLContext, rows: Int, channels: Int, offset: Float = 0) throws {
     let label = "layernorm rows=\(rows) C=\(channels) offset=\(offset) variant=\(context.variant)"
     var x = try random([rows, channels], label + "x", in: -2...2)

@@ -286,6 +286,40 @@ import Testing
         }
     }
 
+    /// The CPE conv and the LayerNorm after it in one launch (dwconv3x3_strips_ln), on both CPU
+    /// runtimes: ragged 4-pixel strips (13 = 4 + 4 + 4 + 1, 6 = 4 + 2) and row tiles (19 = 4 x 4
+    /// + 3), a 1 x 1 image, two images, no bias, SiLU, the widest stage (512 channels), and a
+    /// mean of 100 (the LayerNorm's two passes; LayerNormTests' offset). The GPU variant and widths that are not a
+    /// multiple of 16 are refused, and so is a norm output in the conv's buffer.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func depthwiseConvWithItsLayerNorm(_ implementation: Implementation) throws {
+        let context = try CLContext(device: implementation.device!, variant: .cpu)
+        let cases: [(ConvCase, Bool, Float)] = [
+            (ConvCase(batch: 2, height: 19, width: 13, inChannels: 48, outChannels: 48, stride: 1, depthwise: true, residual: true), true, 0),
+            (ConvCase(height: 1, width: 1, inChannels: 16, outChannels: 16, stride: 1, depthwise: true, residual: true), true, 0),
+            (ConvCase(height: 7, width: 6, inChannels: 32, outChannels: 32, stride: 1, depthwise: true, activation: .silu), false, 0),
+            (ConvCase(height: 5, width: 9, inChannels: 512, outChannels: 512, stride: 1, depthwise: true, residual: true), true, 0),
+            (ConvCase(height: 6, width: 5, inChannels: 64, outChannels: 64, stride: 1, depthwise: true, residual: true), true, 100),
+        ]
+        for (c, bias, offset) in cases { try checkDepthwiseNorm(context, c, bias: bias, offset: offset) }
+        #expect(context.launchedKernelNames.contains("dwconv3x3_strips_ln"))
+        #expect(!context.fusesDepthwiseLayerNorm(channels: 40, stride: 1) && !context.fusesDepthwiseLayerNorm(channels: 64, stride: 2))
+
+        let x = try context.upload(try random([1, 4, 4, 24], "dwln refused x"))
+        let norm24 = try LayerNormWeights(context: context, weight: try random([24], "w"), bias: try random([24], "b"))
+        let weights24 = try Conv3x3Weights(context: context, weight: try random([24, 1, 3, 3], "w"), bias: nil, depthwise: true)
+        #expect(throws: MilaError.self) { _ = try context.depthwiseConvLayerNorm(x, weights24, norm: norm24) }
+        let x16 = try context.upload(try random([1, 4, 4, 16], "dwln x16"))
+        let norm16 = try LayerNormWeights(context: context, weight: try random([16], "w"), bias: try random([16], "b"))
+        let weights16 = try Conv3x3Weights(context: context, weight: try random([16, 1, 3, 3], "w"), bias: nil, depthwise: true)
+        let out = try context.empty([1, 4, 4, 16])
+        #expect(throws: MilaError.self) { _ = try context.depthwiseConvLayerNorm(x16, weights16, norm: norm16, output: out, normOutput: out) }
+        let gpu = try CLContext(device: implementation.device!, variant: .gpu)
+        let gpuWeights = try Conv3x3Weights(context: gpu, weight: try random([16, 1, 3, 3], "w"), bias: nil, depthwise: true)
+        let gpuNorm = try LayerNormWeights(context: gpu, weight: try random([16], "w"), bias: try random([16], "b"))
+        #expect(throws: MilaError.self) { _ = try gpu.depthwiseConvLayerNorm(try gpu.upload(try random([1, 4, 4, 16], "x")), gpuWeights, norm: gpuNorm) }
+    }
+
     /// With a narrow (AVX2) GEMM tile the CPU convolutions change tiles: conv3x3 builds with
     /// float8 x 2 x 6 pixels, conv3x3_igemm runs the same narrow tile, and a conv whose output
     /// channels fill whole 16-column tiles (the stem's 32 -> 32) takes the implicit GEMM.

@@ -208,6 +208,12 @@ private func checkIgemmTile(_ context: CLContext, _ tile: String, _ c: ConvCase)
         "dwconv3x3_tiled": (.gpu, { try checkConv($0, ConvCase(height: 5, width: 3, inChannels: 8, outChannels: 8, stride: 1, depthwise: true)) }),
         "dwconv3x3": (.gpu, { try checkConv($0, ConvCase(height: 5, width: 3, inChannels: 6, outChannels: 6, stride: 2, depthwise: true)) }),
         "dwconv3x3_strips_s2": (.cpu, { try checkConv($0, ConvCase(height: 11, width: 9, inChannels: 8, outChannels: 8, stride: 2, depthwise: true)) }),
+        "dwconv3x3_strips_ln": (.cpu, { context in
+            let c = ConvCase(height: 6, width: 5, inChannels: 16, outChannels: 16, stride: 1, depthwise: true, residual: true)
+            if context.fusesDepthwiseLayerNorm(channels: 16, stride: 1) { try checkDepthwiseNorm(context, c) } else {
+                #expect(throws: MilaError.self) { try checkDepthwiseNorm(context, c) }  // the GPU variant keeps the two launches
+            }
+        }),
         "dwconv3x3_rows": (.cpu, { try checkConv($0, ConvCase(height: 11, width: 5, inChannels: 8, outChannels: 8, stride: 1, depthwise: true)) }),
         "layernorm_rows": (.cpu, { try checkLayerNorm($0, rows: 3, channels: 5) }),
         "layernorm_wg": (.gpu, { try checkLayerNorm($0, rows: 3, channels: 5) }),

@@ -226,6 +226,55 @@ extension CLContext {
 }
 
 extension CLContext {
+    /// Whether `depthwiseConvLayerNorm` runs a depthwise conv of `channels` channels at
+    /// `stride` here: the CPU kernels (one launch instead of two; on a GPU the two kernels stay
+    /// apart), stride 1, channels a multiple of 16 (every MLLA width).
+    public func fusesDepthwiseLayerNorm(channels: Int, stride: Int) -> Bool {
+        variant == .cpu && stride == 1 && channels % 16 == 0
+    }
+
+    /// A stride-1 depthwise 3x3 conv (bias, activation, residual as `conv3x3`) and the
+    /// LayerNorm of its result in one launch (dwconv3x3_strips_ln): writes `output`, the conv,
+    /// and `normOutput`, LayerNorm(output), equal bit for bit to `conv3x3` then `layerNorm`.
+    /// Only where `fusesDepthwiseLayerNorm`; every tensor dense, `normOutput` apart from the others.
+    public func depthwiseConvLayerNorm(_ x: DeviceTensor, _ weights: Conv3x3Weights, activation: Activation = .none,
+                                       residual: DeviceTensor? = nil, norm: LayerNormWeights, eps: Float = 1e-5,
+                                       output: DeviceTensor? = nil, normOutput: DeviceTensor? = nil) throws -> (DeviceTensor, DeviceTensor) {
+        let op = "dwconv3x3+layernorm"
+        let spec = try Conv3x3Spec(input: x.shape, weight: weights.weightShape, bias: weights.bias.map { _ in [weights.outChannels] },
+                                   residual: residual?.shape, stride: 1, depthwise: weights.depthwise, activation: activation)
+        _ = try LayerNormSpec(input: spec.outputShape, weight: [norm.channels], bias: [norm.channels])
+        guard weights.depthwise, fusesDepthwiseLayerNorm(channels: spec.inChannels, stride: 1) else {
+            throw MilaError.unsupported(op: op, message: "needs a depthwise conv with channels a multiple of 16 on a CPU device")
+        }
+        let y = try output ?? empty(spec.outputShape), normed = try normOutput ?? empty(spec.outputShape)
+        for (name, t) in [("output", y), ("norm output", normed)] where t.shape != spec.outputShape {
+            throw MilaError.shapeMismatch(op: op, tensor: name, expected: Shape.describe(spec.outputShape), actual: t.shape)
+        }
+        try x.requireDense(op, "input")
+        try residual?.requireDense(op, "residual")
+        try y.requireDense(op, "output")
+        try normed.requireDense(op, "norm output")
+        guard normed.buffer !== y.buffer, normed.buffer !== x.buffer, normed.buffer !== residual?.buffer else {
+            throw MilaError.invalidArgument(op: op, message: "the norm output must not share a buffer with the conv's input, residual or output")
+        }
+        var flags: EpilogueFlags = []
+        if weights.bias != nil { flags.insert(.bias) }
+        if residual != nil { flags.insert(.residual) }
+        // Only the LayerNorm's output may stream: the conv's output is read back at once.
+        if streamsOutput(elements: normed.count) { flags.insert(.stream) }
+        let rows = Self.depthwiseNormRowsPerItem
+        let kernel = try self.kernel(.dwconv3x3, "dwconv3x3_strips_ln", defines: ["VEC=16", "ROWS=\(rows)"] + weights.precision.kernelDefines)
+        try launch(kernel, global: [spec.batch * ceilDiv(spec.outHeight, rows), ceilDiv(spec.outWidth, 4), 1], local: [1, 1, 1],
+                   arguments: [.int(Int32(spec.height)), .int(Int32(spec.width)), .int(Int32(spec.inChannels)),
+                               .buffer(x.buffer), .buffer(weights.packed), .buffer(weights.bias ?? y.buffer),
+                               .buffer(residual?.buffer ?? y.buffer), .buffer(y.buffer), .int(activation.rawValue), .int(flags.rawValue),
+                               .float(eps), .buffer(norm.weight), .buffer(norm.bias), .buffer(normed.buffer)])
+        return (y, normed)
+    }
+}
+
+extension CLContext {
     /// Output rows per work-item of the CPU depthwise kernel at stride 1 (dwconv3x3_rows): the
     /// input rows read per output row are (rows + 2) / rows. 4, 8, 16 and 64 measured alike
     /// within this VM's noise on the MLLA-T maps (kernel bench, Zen 4); 8 keeps 7 row tiles of
@@ -236,6 +285,10 @@ extension CLContext {
     /// fastest on the 1024 maps (by 1-25%) and alike at 224 (kernel bench, PoCL, Zen 4, 4
     /// interleaved rounds).
     static let depthwiseStride2RowsPerItem = 4
+
+    /// Output rows per work-item of dwconv3x3_strips_ln; `MILA_DWLN_ROWS` overrides it (for
+    /// the kernel bench).
+    static let depthwiseNormRowsPerItem = ProcessInfo.processInfo.environment["MILA_DWLN_ROWS"].flatMap(Int.init) ?? 4
 
     /// conv3x3's CPU register tile: VEC-wide vectors, COV of them (output channels) x XPW
     /// pixels. With the GEMM's wide tile (AVX-512: 16 float16 accumulators fit) VEC 16 and
