@@ -166,17 +166,23 @@ __kernel void dwconv3x3_strips_s2(const int H, const int W, const int C, const i
 }
 
 #if VEC == 16
+// The widest map dwconv3x3_strips_ln takes (its 4 pixels' outputs, 4 x DWLN_MAX_C floats, stay
+// in private memory for the LayerNorm): the host checks it (CLContext.fusesDepthwiseLayerNorm).
+#define DWLN_MAX_C 1024
 // dwconv3x3_strips_ln: the CPU kernel at stride 1 for a depthwise conv whose output a LayerNorm
 // reads next (the MLLA block's CPEs, x + dwconv(x), each followed by norm1 or norm2): one launch
 // writes both, out and y = LayerNorm(out). A work-item takes a strip of 4 output pixels over
 // ROWS output rows; for each row it walks all C channels VEC at a time (18 input loads and 4
-// residual loads per step), stores out and sums each pixel's channels as it goes, then
-// normalises the 4 pixels from the values it just stored (4 C floats, still in L1) in
-// layernorm_rows_vec's order (float16 partial sums over the channels from zero, mila_sum16,
-// the mean, then the centred squares), so y equals the two-kernel path bit for bit. out is
-// stored plainly (it is read back at once); y streams when the host sets EPI_STREAM. Same tap
-// order as dwconv3x3. Only rows that exist are read (an output row's taps outside the image
-// are skipped, not multiplied by zero), as in dwconv3x3_rows.
+// residual loads per step), stores out, keeps a copy in private memory and sums each pixel's
+// channels as it goes, then normalises the 4 pixels from that copy in layernorm_rows_vec's
+// order (float16 partial sums over the channels from zero, mila_sum16, the mean, then the
+// centred squares), so y equals the two-kernel path bit for bit. Both outputs stream when the
+// host sets EPI_STREAM (re-reading out from memory instead of the copy: 4-30% slower). Same
+// tap order as dwconv3x3. Only rows that exist are read (an output row's taps outside the image
+// are skipped, not multiplied by zero), as in dwconv3x3_rows. Faster than the two kernels up to
+// 56x56 maps (the launch saved, and the LayerNorm's read of out), slower from 64x64 on, where
+// the rows kernel's walk down the image streams the input better: the host fuses only the
+// small maps (CLContext.fusesDepthwiseLayerNorm).
 // Launch: global (B * ceil(H / ROWS), ceil(W / 4), 1), local (1, 1, 1). Defines: VEC = 16, ROWS.
 #define DW1_ROW(iy, ky)                                                                           \
     {                                                                                             \
@@ -195,29 +201,30 @@ __kernel void dwconv3x3_strips_s2(const int H, const int W, const int C, const i
         }                                                                                         \
         DW2_TAPS(0, x0, x1, x2) DW2_TAPS(1, x1, x2, x3) DW2_TAPS(2, x2, x3, x4) DW2_TAPS(3, x3, x4, x5) \
     }
-// Output pixel q of the strip: the activation and residual, the store, the channel sum.
+// Output pixel q of the strip: the activation and residual, the store (and a copy in private
+// memory for the LayerNorm), the channel sum.
 #define DW1_STORE(q)                                                                              \
     if (ox0 + q < W) {                                                                            \
         vec_t v = VACT(acc##q, act);                                                              \
         if (flags & EPI_RESIDUAL) v += VLOAD(res + o + (size_t)q * C);                            \
-        VSTORE(v, out + o + (size_t)q * C);                                                       \
+        VSTORE_OUT(v, out + o + (size_t)q * C, flags);                                            \
+        kept[q * (DWLN_MAX_C / 16) + c0 / 16] = v;                                                \
         sum##q += v;                                                                              \
     }
-// LayerNorm of output pixel q (its C values at out + row + q C) into y.
+// LayerNorm of output pixel q (its C values kept in private memory) into y.
 #define DW1_NORM(q)                                                                               \
     if (ox0 + q < W) {                                                                            \
-        __global const float* xr = out + row + (size_t)q * C;                                     \
+        const float16* xr = kept + q * (DWLN_MAX_C / 16);                                         \
         __global float* yr = y + row + (size_t)q * C;                                             \
         const float mean = mila_sum16(sum##q) / C;                                                \
         float16 sq = (float16)(0.0f);                                                             \
-        for (int c = 0; c < C; c += 16) {                                                         \
-            const float16 d = vload16(0, xr + c) - mean;                                          \
+        for (int i = 0; i < C / 16; ++i) {                                                        \
+            const float16 d = xr[i] - mean;                                                       \
             sq = fma(d, d, sq);                                                                   \
         }                                                                                         \
         const float inv = rsqrt(mila_sum16(sq) / C + eps);                                        \
-        for (int c = 0; c < C; c += 16)                                                           \
-            VSTORE_OUT(fma((vload16(0, xr + c) - mean) * inv, vload16(0, lnWeight + c), vload16(0, lnBias + c)), \
-                       yr + c, flags);                                                            \
+        for (int i = 0; i < C / 16; ++i)                                                          \
+            VSTORE_OUT(fma((xr[i] - mean) * inv, vload16(i, lnWeight), vload16(i, lnBias)), yr + 16 * i, flags); \
     }
 
 __kernel void dwconv3x3_strips_ln(const int H, const int W, const int C,
@@ -233,6 +240,7 @@ __kernel void dwconv3x3_strips_ln(const int H, const int W, const int C,
     const int last = min(oy0 + ROWS, H);
     for (int oy = oy0; oy < last; ++oy) {
         const size_t row = (((size_t)b * H + oy) * W + ox0) * C;
+        float16 kept[4 * (DWLN_MAX_C / 16)];
         float16 sum0 = (float16)(0.0f), sum1 = sum0, sum2 = sum0, sum3 = sum0;
         for (int c0 = 0; c0 < C; c0 += VEC) {
             const vec_t start = (flags & EPI_BIAS) ? VLOAD(bias + c0) : (vec_t)(0.0f);

@@ -56,7 +56,7 @@ enum BenchError: Error, CustomStringConvertible {
         switch self {
         case let .usage(message):
             return (message.isEmpty ? "" : "\(message)\n")
-                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|layernorm|attention|fgla|mean|head|square] [--variant NAME,...] [--per-kernel]"
+                + "usage: mila-kernel-bench [--resolution 224|1024|all] [--runs N] [--only gemm|conv3x3|dwconv3x3|dwln|layernorm|attention|fgla|mean|head|square] [--variant NAME,...] [--per-kernel]"
         case let .mismatch(message): return message
         }
     }
@@ -301,6 +301,39 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
                     output: { try variantContext.download(output) },
                     expected: { try references.value(key) { try Reference.layerNorm(x, weight: w, bias: b) } },
                     tolerance: 1e-5))
+            }
+        }
+    }
+    if wanted("dwln") {
+        // Each block's two CPEs (x + dwconv(x)) and the LayerNorm that reads each (norm1, norm2):
+        // one launch (dwconv3x3_strips_ln, the CPU default) against the two launches
+        // (dwconv3x3_rows, then layernorm_rows_vec) that MILA_FUSE_NORM=0 runs.
+        for stage in st where context.fusesDepthwiseLayerNorm(channels: stage.channels, stride: 1) {
+            let (h, c) = (stage.height, stage.channels)
+            let x = try random([1, h, h, c]), w = try random([c, 1, 3, 3]), b = try random([c]), r = try random([1, h, h, c])
+            let lw = try random([c]), lb = try random([c])
+            let input = try context.upload(x), residual = try context.upload(r)
+            let weights = try Conv3x3Weights(context: context, weight: w, bias: b, depthwise: true)
+            let norm = try LayerNormWeights(context: context, weight: lw, bias: lb)
+            let output = try context.empty([1, h, h, c]), normed = try context.empty([1, h, h, c])
+            let key = "dwln \(h) \(c)"
+            let runs: [(String, () throws -> Void)] = [
+                ("fused", { _ = try context.depthwiseConvLayerNorm(input, weights, residual: residual, norm: norm, output: output, normOutput: normed) }),
+                ("apart", {
+                    _ = try context.conv3x3(input, weights, stride: 1, residual: residual, output: output)
+                    _ = try context.layerNorm(output, norm, output: normed)
+                }),
+            ]
+            for (variant, run) in runs {
+                cases.append(Case(
+                    context: context, family: "dwln", shape: "\(h)x\(h)x\(c) s1 +res +layernorm", variant: variant,
+                    flops: Double(h * h * c) * 26, bytes: 4 * Double(h * h * c) * 4, weight: 2 * stage.blocks,
+                    run: run, output: { try context.download(normed) },
+                    expected: { try references.value(key) {
+                        try Reference.layerNorm(try Reference.conv3x3(x, weight: w, bias: b, stride: 1, depthwise: true, activation: .none, residual: r),
+                                                weight: lw, bias: lb)
+                    } },
+                    tolerance: 2e-5))
             }
         }
     }

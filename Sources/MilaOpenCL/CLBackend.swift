@@ -65,8 +65,9 @@ public final class CLBackend: Backend {
 
     /// The LayerNorms this backend runs in the launch of the depthwise conv they read
     /// (`CLContext.depthwiseConvLayerNorm`): conv node -> LayerNorm node. Both values dense
-    /// (neither a slice of a concat), the LayerNorm the conv's first such reader. In the MLLA
-    /// block these are the two CPEs and norm1 / norm2: 2 launches of ~300 a forward per block.
+    /// (neither a slice of a concat), the LayerNorm the conv's first such reader, the map small
+    /// enough (`CLContext.fusesDepthwiseLayerNorm`). In the MLLA block these are the two CPEs
+    /// and norm1 / norm2: at 224, 36 of MLLA-T's ~300 launches a forward.
     public func normFusions(_ graph: Graph) -> [Int: Int] {
         guard fusesNorms else { return [:] }
         let slices = (try? graph.concatSlices()) ?? [:]
@@ -74,7 +75,8 @@ public final class CLBackend: Backend {
         for node in graph.nodes {
             guard case .layerNorm = node.op, let source = node.inputs.first, slices[node.id] == nil, slices[source] == nil,
                   !normed.contains(source), case let .conv3x3(_, _, stride, _, true) = graph.nodes[source].op,
-                  context.fusesDepthwiseLayerNorm(channels: node.shape.last ?? 0, stride: stride) else { continue }
+                  stride == 1, node.shape.count == 4,
+                  context.fusesDepthwiseLayerNorm(channels: node.shape[3], height: node.shape[1], width: node.shape[2]) else { continue }
             fused[source] = node.id
             normed.insert(source)
         }

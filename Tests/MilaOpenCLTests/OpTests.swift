@@ -101,7 +101,8 @@ import Testing
     /// same bits as plain stores: gemm_reg with ragged columns (rows not 64-byte aligned take the
     /// fallback store), K in panels (partial sums stored plainly, the final panel streamed),
     /// conv3x3_igemm, conv3x3 and the depthwise kernels (dwconv3x3_rows at stride 1,
-    /// dwconv3x3_strips_s2 at stride 2). Threshold 0 streams every output here; .max streams none.
+    /// dwconv3x3_strips_s2 at stride 2, dwconv3x3_strips_ln with its LayerNorm). Threshold 0
+    /// streams every output here; .max streams none.
     @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
     func streamingStoresMatchPlainStores(_ implementation: Implementation) throws {
         func context(streaming: Bool, panelRows: Int) throws -> CLContext {
@@ -137,6 +138,10 @@ import Testing
             }
             #expect(try run(streamed) == run(plain), "\(c.testDescription) igemm=\(igemm)")
         }
+        // dwconv3x3_strips_ln streams both outputs (checked against the reference and, bit for
+        // bit, against the two kernels, which stream too).
+        try checkDepthwiseNorm(streamed, ConvCase(batch: 2, height: 9, width: 7, inChannels: 32, outChannels: 32, stride: 1,
+                                                  depthwise: true, residual: true))
     }
 
     /// The tuning pass writes its choice beside the kernel binaries and a later context reads
@@ -304,6 +309,10 @@ import Testing
         for (c, bias, offset) in cases { try checkDepthwiseNorm(context, c, bias: bias, offset: offset) }
         #expect(context.launchedKernelNames.contains("dwconv3x3_strips_ln"))
         #expect(!context.fusesDepthwiseLayerNorm(channels: 40, stride: 1) && !context.fusesDepthwiseLayerNorm(channels: 64, stride: 2))
+        #expect(!context.fusesDepthwiseLayerNorm(channels: 2048, stride: 1))
+        // The graph fuses maps up to stage 1 at 224 (56 x 56); larger ones run the two kernels.
+        #expect(context.fusesDepthwiseLayerNorm(channels: 64, height: 56, width: 56))
+        #expect(!context.fusesDepthwiseLayerNorm(channels: 64, height: 64, width: 64))
 
         let x = try context.upload(try random([1, 4, 4, 24], "dwln refused x"))
         let norm24 = try LayerNormWeights(context: context, weight: try random([24], "w"), bias: try random([24], "b"))

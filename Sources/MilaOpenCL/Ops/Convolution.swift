@@ -228,10 +228,23 @@ extension CLContext {
 extension CLContext {
     /// Whether `depthwiseConvLayerNorm` runs a depthwise conv of `channels` channels at
     /// `stride` here: the CPU kernels (one launch instead of two; on a GPU the two kernels stay
-    /// apart), stride 1, channels a multiple of 16 (every MLLA width).
+    /// apart), stride 1, channels a multiple of 16 (every MLLA width) up to 1024 (DWLN_MAX_C).
     public func fusesDepthwiseLayerNorm(channels: Int, stride: Int) -> Bool {
-        variant == .cpu && stride == 1 && channels % 16 == 0
+        variant == .cpu && stride == 1 && channels % 16 == 0 && channels <= Self.depthwiseNormMaxChannels
     }
+
+    /// Whether the graph runs the depthwise conv on a height x width map with its LayerNorm in
+    /// one launch: where `fusesDepthwiseLayerNorm`, on maps of up to 56 x 56 pixels (every
+    /// stage at 224, the last at 1024). From 64 x 64 on the two kernels were faster
+    /// (`mila-kernel-bench --only dwln`, PoCL, Zen 4: 64x64x256 0.41 against 0.47-0.60 ms,
+    /// 128x128x128 1.45 against 1.52-1.61; 56x56x64 0.070 against 0.066, 14x14x256 0.025
+    /// against 0.019).
+    public func fusesDepthwiseLayerNorm(channels: Int, height: Int, width: Int) -> Bool {
+        fusesDepthwiseLayerNorm(channels: channels, stride: 1) && height * width <= Self.depthwiseNormMaxPixels
+    }
+
+    static let depthwiseNormMaxChannels = 1024
+    static let depthwiseNormMaxPixels = 56 * 56
 
     /// A stride-1 depthwise 3x3 conv (bias, activation, residual as `conv3x3`) and the
     /// LayerNorm of its result in one launch (dwconv3x3_strips_ln): writes `output`, the conv,
@@ -261,7 +274,7 @@ extension CLContext {
         var flags: EpilogueFlags = []
         if weights.bias != nil { flags.insert(.bias) }
         if residual != nil { flags.insert(.residual) }
-        // Only the LayerNorm's output may stream: the conv's output is read back at once.
+        // Both outputs stream together (the kernel normalises from a private copy of out).
         if streamsOutput(elements: normed.count) { flags.insert(.stream) }
         let rows = Self.depthwiseNormRowsPerItem
         let kernel = try self.kernel(.dwconv3x3, "dwconv3x3_strips_ln", defines: ["VEC=16", "ROWS=\(rows)"] + weights.precision.kernelDefines)
