@@ -299,9 +299,9 @@ extension CLContext {
     /// interleaved rounds).
     static let depthwiseStride2RowsPerItem = 4
 
-    /// Output rows per work-item of dwconv3x3_strips_ln; `MILA_DWLN_ROWS` overrides it (for
-    /// the kernel bench).
-    static let depthwiseNormRowsPerItem = ProcessInfo.processInfo.environment["MILA_DWLN_ROWS"].flatMap(Int.init) ?? 4
+    /// Output rows per work-item of dwconv3x3_strips_ln. 1, 2, 4 and 8 measured alike within
+    /// this VM's noise on the maps it runs (kernel bench, PoCL, Zen 4, 3 interleaved rounds).
+    static let depthwiseNormRowsPerItem = 4
 
     /// conv3x3's CPU register tile: VEC-wide vectors, COV of them (output channels) x XPW
     /// pixels. With the GEMM's wide tile (AVX-512: 16 float16 accumulators fit) VEC 16 and
