@@ -86,9 +86,15 @@ struct ForwardProfile {
 
     static func measure(engine: Engine, backend: CLBackend, input: Tensor) throws -> ForwardProfile {
         let graph = try engine.graph(batch: input.shape[0], height: input.shape[2], width: input.shape[3])
+        // The wall ends when the forward has returned its outputs (read back after the last
+        // kernel), before the profiling events are queried.
         let start = DispatchTime.now().uptimeNanoseconds
-        let events = try backend.context.taggedDeviceTimes { _ = try engine.run(nchw: input) }
-        let wall = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
+        var end = start
+        let events = try backend.context.taggedDeviceTimes {
+            _ = try engine.run(nchw: input)
+            end = DispatchTime.now().uptimeNanoseconds
+        }
+        let wall = Double(end - start) * 1e-9
         var kinds: [String: (Double, Int)] = [:], kernels: [String: (Double, Int)] = [:], stages: [String: Double] = [:]
         var total = 0.0
         for e in events {
