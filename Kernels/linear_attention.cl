@@ -2,7 +2,8 @@
 //   q, k = ELU(qk) + 1; qr, kr = 2-D RoPE(q), RoPE(k) over all C channels;
 //   z_i = 1 / (q_i . mean_t(k_t) + 1e-6)          (un-rotated q and k)
 //   kv  = sum_t kr_t^T v_t / L                     ((d, d) per head)
-//   out_i = (qr_i kv) z_i; the host then adds LePE with dwconv3x3 (residual = this output).
+//   out_i = (qr_i kv) z_i, plus LePE (dwconv3x3 of v): la_output_vec adds it itself; after the
+//   other output kernels the host adds it with dwconv3x3 (residual = this output).
 //
 // Layout: qk (B, L, 2C) straight from the qk GEMM (q = first C channels, k = last C), v (B, L, C),
 // out (B, L, C): the token layout, so no transposes. Tokens are in raster order, t = y * W + x.
@@ -157,9 +158,30 @@ __kernel void la_kv_partial_vec(const int L, const int W, const int C, const int
     vstore8(ksum, 0, kPart + base);
 }
 
+// One LePE row of the head's channels: taps (ky, 0..2) of the input row iy at columns x - 1,
+// x, x + 1 (zero outside the image), in dwconv3x3's order: acc = fma(left, w0, fma(mid, w1,
+// fma(right, w2, acc))).
+#define LA_LEPE_ROW(iy, ky)                                                                         \
+    {                                                                                               \
+        __global const float* vr = v + ((size_t)b * L + (size_t)(iy) * W) * C + h * DHEAD;         \
+        _Pragma("unroll") for (int g = 0; g < LA_GROUPS; ++g) {                                     \
+            const int c = h * DHEAD + g * 16;                                                       \
+            const float16 left = x > 0 ? vload16(g, vr + (size_t)(x - 1) * C) : (float16)(0.0f);   \
+            const float16 mid = vload16(g, vr + (size_t)x * C);                                     \
+            const float16 right = x + 1 < W ? vload16(g, vr + (size_t)(x + 1) * C) : (float16)(0.0f); \
+            lepe[g] = fma(left, WLOAD16(0, lw + (ky * 3 + 0) * C + c),                              \
+                          fma(mid, WLOAD16(0, lw + (ky * 3 + 1) * C + c), fma(right, WLOAD16(0, lw + (ky * 3 + 2) * C + c), lepe[g]))); \
+        }                                                                                           \
+    }
+
+// la_output_vec also adds LePE, dwconv3x3(v) with lw packed (9, C) as dwconv3x3.cl's weights and
+// bias lb (hasBias 0: none), so no attention-only tensor is written and read back: out = LePE +
+// attention, the sum the separate conv forms (its residual add), with the conv's tap order, bit
+// for bit the two-launch result. H = L / W.
 __kernel void la_output_vec(const int L, const int W, const int C, __global const float* qk,
                             __global const float2* rotY, __global const float2* rotX,
-                            __global const float* kv, __global const float* kMean, __global float* out) {
+                            __global const float* kv, __global const float* kMean, __global float* out,
+                            __global const float* v, __global const weight_t* lw, __global const float* lb, const int hasBias) {
     const int t = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     if (h >= C / DHEAD || t >= L) return;
     const int kMax = C / 4, y = t / W, x = t % W;
@@ -183,9 +205,19 @@ __kernel void la_output_vec(const int L, const int W, const int C, __global cons
     for (int i = 0; i < DHEAD; ++i)
         #pragma unroll
         for (int g = 0; g < LA_GROUPS; ++g) acc[g] = fma((float16)(qr[i]), vload16(g, kvh + i * DHEAD), acc[g]);
+    float16 lepe[LA_GROUPS];
+    #pragma unroll
+    for (int g = 0; g < LA_GROUPS; ++g) lepe[g] = hasBias ? vload16(g, lb + h * DHEAD) : (float16)(0.0f);
+    const int H = L / W;
+    if (y > 0) LA_LEPE_ROW(y - 1, 0)
+    LA_LEPE_ROW(y, 1)
+    if (y + 1 < H) LA_LEPE_ROW(y + 1, 2)
     __global float* orow = out + ((size_t)b * L + t) * C + h * DHEAD;
     #pragma unroll
-    for (int g = 0; g < LA_GROUPS; ++g) vstore16(acc[g] * z, g, orow);
+    for (int g = 0; g < LA_GROUPS; ++g) {
+        const float16 attention = acc[g] * z;  // rounded apart: one expression may contract to an fma
+        vstore16(lepe[g] + attention, g, orow);
+    }
 }
 #endif
 

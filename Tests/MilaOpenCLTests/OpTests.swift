@@ -469,7 +469,34 @@ import Testing
         AttentionCase(batch: 2, height: 9, width: 13, channels: 64, heads: 4), // d = 16
         AttentionCase(height: 1, width: 1, channels: 32, heads: 1),  // d = 32, L = 1
         AttentionCase(height: 3, width: 7, channels: 96, heads: 3),  // MLLA-B stage 0 heads, d = 32
+        AttentionCase(height: 1, width: 9, channels: 32, heads: 1),  // one row: LePE without rows above or below
+        AttentionCase(height: 6, width: 1, channels: 64, heads: 2),  // one column
     ]
+
+    /// la_output_vec adds LePE itself (CPU, d % 16 == 0): bit for bit the attention alone (LePE
+    /// weights and bias zero) followed by the depthwise conv with the attention as its residual,
+    /// with and without a bias, on both CPU runtimes.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func lepeInTheOutputKernelEqualsTheConvAfterIt(_ implementation: Implementation) throws {
+        let context = try CLContext(device: implementation.device!, variant: .cpu)
+        let (b, h, w, c, heads) = (2, 5, 7, 64, 2)
+        let qk = try context.upload(try random([b, h * w, 2 * c], "lepe qk", in: -2...2))
+        let v = try random([b, h * w, c], "lepe v")
+        let lw = try random([c, 1, 3, 3], "lepe w", in: -0.5...0.5), lb = try random([c], "lepe b")
+        let dv = try context.upload(v)
+        let alone = try context.download(try context.linearAttention(
+            qk: qk, v: dv, height: h, width: w, heads: heads,
+            lepe: try Conv3x3Weights(context: context, weight: try Tensor(zeros: [c, 1, 3, 3]), bias: try Tensor(zeros: [c]), depthwise: true)))
+        for bias in [true, false] {
+            let lepe = try Conv3x3Weights(context: context, weight: lw, bias: bias ? lb : nil, depthwise: true)
+            let fused = try context.download(try context.linearAttention(qk: qk, v: dv, height: h, width: w, heads: heads, lepe: lepe))
+            let apart = try context.download(try context.conv3x3(
+                try context.upload(try Tensor(shape: [b, h, w, c], data: v.data)), lepe, stride: 1,
+                residual: try context.upload(try Tensor(shape: [b, h, w, c], data: alone.data))))
+            #expect(fused.data == apart.data, "bias \(bias)")
+        }
+        #expect(context.launchedKernelNames.contains("la_output_vec"))
+    }
 
     /// Both variants: cpu uses the vectorised kernels where d % 16 == 0, gpu the scalar ones.
     @Test("linear attention", arguments: onHardware(cases))

@@ -22,9 +22,16 @@ extension CLContext {
         let kv = try buffer(count: batch * c * d)
         let kMean = try buffer(count: batch * c)
         defer { for b in [kvPart, kPart, kv, kMean] { recycle(b) } }
-        let attention = try empty(spec.outputShape)
-        defer { recycle(attention) }
-        let defines = ["DHEAD=\(d)"]
+        let defines = ["DHEAD=\(d)"] + lepe.precision.kernelDefines
+        let result = try output ?? empty(spec.outputShape)
+        guard result.shape == spec.outputShape else {
+            throw MilaError.shapeMismatch(op: "linear_attention", tensor: "output", expected: Shape.describe(spec.outputShape), actual: result.shape)
+        }
+        // The vectorised CPU kernel adds LePE itself; the others leave the attention alone in a
+        // temporary that the depthwise conv then reads as its residual.
+        let lepeInOutput = variant == .cpu && d % 16 == 0
+        let attention = lepeInOutput ? result : try empty(spec.outputShape)
+        defer { if !lepeInOutput { recycle(attention) } }
         let lTokens = Int32(l), widthArgument = Int32(width), channels = Int32(c)
         if variant == .gpu, let tiles = AttentionTiles(headDim: d, chunk: Self.attentionChunk, localMemory: Int(device.localMemory),
                                                        maxWorkGroup: device.maxWorkGroupSize) {
@@ -44,24 +51,29 @@ extension CLContext {
             // CPUs get the explicitly vectorised pair when the head dimension allows (d % 16 == 0);
             // the scalar pair serves other head dimensions (and GPUs whose local memory cannot hold
             // a head's d x d block).
-            let vectorised = variant == .cpu && d % 16 == 0
+            let vectorised = lepeInOutput
             try launch(try kernel(.linearAttention, vectorised ? "la_kv_partial_vec" : "la_kv_partial", defines: defines),
                        global: [vectorised ? c / 8 : c, chunks, batch],
                        arguments: [.int(lTokens), .int(widthArgument), .int(channels), .int(Int32(Self.attentionChunk)),
                                    .buffer(qk.buffer), .buffer(v.buffer), .buffer(rotY), .buffer(rotX), .buffer(kvPart), .buffer(kPart)])
             try reduceChunks(kvPart, elements: c * d, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kv)
             try reduceChunks(kPart, elements: c, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kMean)
-            try launch(try kernel(.linearAttention, vectorised ? "la_output_vec" : "la_output", defines: defines), global: [l, heads, batch],
-                       arguments: [.int(lTokens), .int(widthArgument), .int(channels), .buffer(qk.buffer), .buffer(rotY), .buffer(rotX),
-                                   .buffer(kv), .buffer(kMean), .buffer(attention.buffer)])
+            let outputArguments: [KernelArgument] = [.int(lTokens), .int(widthArgument), .int(channels), .buffer(qk.buffer), .buffer(rotY),
+                                                     .buffer(rotX), .buffer(kv), .buffer(kMean), .buffer(attention.buffer)]
+            if vectorised {
+                try launch(try kernel(.linearAttention, "la_output_vec", defines: defines), global: [l, heads, batch],
+                           arguments: outputArguments + [.buffer(v.buffer), .buffer(lepe.packed), .buffer(lepe.bias ?? kMean),
+                                                         .int(lepe.bias == nil ? 0 : 1)])
+                return result
+            }
+            try launch(try kernel(.linearAttention, "la_output", defines: defines), global: [l, heads, batch], arguments: outputArguments)
         }
         // LePE: out = attention + dwconv3x3(v), v seen as the (B, H, W, C) map.
         let vMap = DeviceTensor(buffer: v.buffer, shape: [batch, height, width, c])
-        let result = try output ?? empty(spec.outputShape)
         let mapOut = DeviceTensor(buffer: result.buffer, shape: [batch, height, width, c])
         let attentionMap = DeviceTensor(buffer: attention.buffer, shape: [batch, height, width, c])
         _ = try conv3x3(vMap, lepe, stride: 1, residual: attentionMap, output: mapOut)
-        return DeviceTensor(buffer: result.buffer, shape: spec.outputShape)
+        return result
     }
 
     /// RoPE (cos, sin) tables in float64 rounded to float: rotY (H, C/4, 2), rotX (W, C/4, 2).
