@@ -235,8 +235,11 @@ func makeCases(_ context: CLContext, contexts: [KernelVariant: CLContext], resol
         }
     }
     if wanted("dwconv3x3") {
-        // As the model uses them: CPE and LePE (no activation, residual add; 3 per block), dwc
-        // (SiLU; 1 per block), the downsample's stride-2 conv.1 (ReLU; 1 per stage).
+        // The shapes the model's depthwise convs take: CPE and LePE (no activation, residual
+        // add; 3 per block), dwc (SiLU; 1 per block), the downsample's stride-2 conv.1 (ReLU; 1
+        // per stage). On CPU devices MLLA's LePE runs inside la_output_vec and its CPEs on maps
+        // up to 56x56 with their LayerNorm (`--only dwln`); the forget-gated model's LePE and
+        // the larger maps' CPEs run this kernel.
         var shapes: [(h: Int, c: Int, stride: Int, activation: Activation, residual: Bool, count: Int)] = []
         for stage in st {
             shapes.append((stage.height, stage.channels, 1, .none, true, 3 * stage.blocks))
