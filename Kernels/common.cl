@@ -140,6 +140,26 @@ typedef float weight_t;
 #define WLOAD16(i, p) vload16((i), (p))
 #endif
 
+// LePE, the attention's depthwise 3x3 conv of v (pad 1), for 16 channels from c of token (y, x)
+// of an (H, W, C) image at `image`, weights packed (9, C) as dwconv3x3.cl's: from `acc` (the
+// bias or zero), rows y - 1, y, y + 1 that are in the image, each acc = fma(left, w0, fma(mid,
+// w1, fma(right, w2, acc))) with zeros outside the columns: dwconv3x3's order, so an output
+// kernel that adds it itself equals the conv with the attention as its residual bit for bit.
+inline float16 mila_lepe16(__global const float* image, int y, int x, int H, int W, int C, int c,
+                           __global const weight_t* lw, float16 acc) {
+    for (int ky = 0; ky < 3; ++ky) {
+        const int iy = y + ky - 1;
+        if (iy < 0 || iy >= H) continue;
+        __global const float* row = image + (size_t)iy * W * C + c;
+        const float16 left = x > 0 ? vload16(0, row + (size_t)(x - 1) * C) : (float16)(0.0f);
+        const float16 mid = vload16(0, row + (size_t)x * C);
+        const float16 right = x + 1 < W ? vload16(0, row + (size_t)(x + 1) * C) : (float16)(0.0f);
+        acc = fma(left, WLOAD16(0, lw + (ky * 3 + 0) * C + c),
+                  fma(mid, WLOAD16(0, lw + (ky * 3 + 1) * C + c), fma(right, WLOAD16(0, lw + (ky * 3 + 2) * C + c), acc)));
+    }
+    return acc;
+}
+
 // Whole-vector stores to addresses aligned to a float only. PoCL 3.1 lowers vstore16 to three
 // partial stores (16 + 16 + 32 bytes: vextractf32x4, vmovups xmm, vextractf64x4 in its kernel
 // .so); a store through a pointer to a vector type declared 4-byte aligned is one vmovups zmm.

@@ -264,7 +264,9 @@ void fgla_recurrent(const int L, const int C, __global const float* qk, __global
 //                       and a head, q = ELU + 1 of its qk half, the scores against the chunk's
 //                       kT, the intra-chunk sum with running products of the factors a on both
 //                       sides (at most CHUNK - 1 factors, so ~CHUNK ulp; no exp per pair), plus
-//                       exp(P_r) q H_c (and exp(X_r) q E_c), then the normaliser.
+//                       exp(P_r) q H_c (and exp(X_r) q E_c), then the normaliser; with lepe
+//                       set (1: no bias, 2: bias lb) it also adds LePE of the (L / W, W) image
+//                       (mila_lepe16, weights lw as dwconv3x3's), bit for bit the conv after it.
 // The GPU variant (fgla_state_wg, fgla_state_scan, fgla_output_wg, at the end of this file)
 // leaves the same states.
 // Measured on PoCL (2-core AVX-512 VM, MILA-FG-T at 1024, the model's 18 calls): a state phase
@@ -411,7 +413,8 @@ __kernel void fgla_states_seq(const int L, const int C, __global const float* qk
 __kernel void fgla_output_vec(const int L, const int C, const int normalize,
                               __global const float* qk, __global const float* kfeat, __global const float* v, __global const float* gate,
                               __global const float* gateScale, __global const float* forward, __global const float* backwardStates,
-                              __global const float* factors, __global float* out) {
+                              __global const float* factors, __global float* out,
+                              const int W, __global const weight_t* lw, __global const float* lb, const int lepe) {
     const int block = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     const int heads = C / DHEAD, chunks = (L + CHUNK - 1) / CHUNK, blocksPerChunk = (CHUNK + FG_TB - 1) / FG_TB;
     const int chunk = block / blocksPerChunk, i0 = block % blocksPerChunk * FG_TB;
@@ -589,9 +592,20 @@ __kernel void fgla_output_vec(const int L, const int C, const int normalize,
         const float8 d8 = den[tb].lo + den[tb].hi;
         const float4 d4 = d8.lo + d8.hi;
         const float inv = normalize ? 1.0f / ((d4.x + d4.y) + (d4.z + d4.w) + 1e-6f) : 1.0f;
-        __global float* orow = out + ((size_t)b * L + t0 + i0 + tb) * C + h * DHEAD;
+        const int t = t0 + i0 + tb;
+        __global float* orow = out + ((size_t)b * L + t) * C + h * DHEAD;
         #pragma unroll
-        for (int g2 = 0; g2 < FG_GROUPS; ++g2) vstore16(num[tb][g2] * inv, g2, orow);
+        for (int g2 = 0; g2 < FG_GROUPS; ++g2) {
+            const float16 attention = num[tb][g2] * inv;
+            if (lepe) {  // + LePE of the (L / W, W) image, as the conv after the attention would add it
+                const int c = h * DHEAD + g2 * 16;
+                const float16 conv = mila_lepe16(v + (size_t)b * L * C, t / W, t % W, L / W, W, C, c, lw,
+                                                 lepe == 2 ? vload16(0, lb + c) : (float16)(0.0f));
+                vstore16(conv + attention, g2, orow);
+            } else {
+                vstore16(attention, g2, orow);
+            }
+        }
     }
 }
 #endif

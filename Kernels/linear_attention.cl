@@ -158,26 +158,10 @@ __kernel void la_kv_partial_vec(const int L, const int W, const int C, const int
     vstore8(ksum, 0, kPart + base);
 }
 
-// One LePE row of the head's channels: taps (ky, 0..2) of the input row iy at columns x - 1,
-// x, x + 1 (zero outside the image), in dwconv3x3's order: acc = fma(left, w0, fma(mid, w1,
-// fma(right, w2, acc))).
-#define LA_LEPE_ROW(iy, ky)                                                                         \
-    {                                                                                               \
-        __global const float* vr = v + ((size_t)b * L + (size_t)(iy) * W) * C + h * DHEAD;         \
-        _Pragma("unroll") for (int g = 0; g < LA_GROUPS; ++g) {                                     \
-            const int c = h * DHEAD + g * 16;                                                       \
-            const float16 left = x > 0 ? vload16(g, vr + (size_t)(x - 1) * C) : (float16)(0.0f);   \
-            const float16 mid = vload16(g, vr + (size_t)x * C);                                     \
-            const float16 right = x + 1 < W ? vload16(g, vr + (size_t)(x + 1) * C) : (float16)(0.0f); \
-            lepe[g] = fma(left, WLOAD16(0, lw + (ky * 3 + 0) * C + c),                              \
-                          fma(mid, WLOAD16(0, lw + (ky * 3 + 1) * C + c), fma(right, WLOAD16(0, lw + (ky * 3 + 2) * C + c), lepe[g]))); \
-        }                                                                                           \
-    }
-
-// la_output_vec also adds LePE, dwconv3x3(v) with lw packed (9, C) as dwconv3x3.cl's weights and
-// bias lb (hasBias 0: none), so no attention-only tensor is written and read back: out = LePE +
-// attention, the sum the separate conv forms (its residual add), with the conv's tap order, bit
-// for bit the two-launch result. H = L / W.
+// la_output_vec also adds LePE (mila_lepe16: dwconv3x3(v) with lw packed (9, C) and bias lb,
+// hasBias 0: none), so no attention-only tensor is written and read back: out = LePE +
+// attention, the sum the separate conv forms (its residual add), bit for bit the two-launch
+// result. The image is (L / W, W).
 __kernel void la_output_vec(const int L, const int W, const int C, __global const float* qk,
                             __global const float2* rotY, __global const float2* rotX,
                             __global const float* kv, __global const float* kMean, __global float* out,
@@ -205,18 +189,14 @@ __kernel void la_output_vec(const int L, const int W, const int C, __global cons
     for (int i = 0; i < DHEAD; ++i)
         #pragma unroll
         for (int g = 0; g < LA_GROUPS; ++g) acc[g] = fma((float16)(qr[i]), vload16(g, kvh + i * DHEAD), acc[g]);
-    float16 lepe[LA_GROUPS];
-    #pragma unroll
-    for (int g = 0; g < LA_GROUPS; ++g) lepe[g] = hasBias ? vload16(g, lb + h * DHEAD) : (float16)(0.0f);
-    const int H = L / W;
-    if (y > 0) LA_LEPE_ROW(y - 1, 0)
-    LA_LEPE_ROW(y, 1)
-    if (y + 1 < H) LA_LEPE_ROW(y + 1, 2)
     __global float* orow = out + ((size_t)b * L + t) * C + h * DHEAD;
     #pragma unroll
     for (int g = 0; g < LA_GROUPS; ++g) {
+        const int c = h * DHEAD + g * 16;
+        const float16 lepe = mila_lepe16(v + (size_t)b * L * C, y, x, L / W, W, C, c, lw,
+                                         hasBias ? vload16(0, lb + c) : (float16)(0.0f));
         const float16 attention = acc[g] * z;  // rounded apart: one expression may contract to an fma
-        vstore16(lepe[g] + attention, g, orow);
+        vstore16(lepe + attention, g, orow);
     }
 }
 #endif

@@ -263,13 +263,13 @@ public final class CLBackend: Backend {
                 // log a = -exp(A_log) * dt: the per-head factor, computed once in Float64.
                 gateScales[aLog] = try context.upload(try tensor(aLog).data.map { Float(-exp(Double($0))) })
             }
-            let attention = try context.forgetGateAttention(
+            // LePE in fgla_output_vec on CPUs, else a depthwise conv after the attention.
+            _ = try context.forgetGateAttention(
                 qk: DeviceTensor(buffer: qk.buffer, shape: [batch, l, 2 * c]), v: DeviceTensor(buffer: v.buffer, shape: [batch, l, c]),
                 logGate: DeviceTensor(buffer: gate.buffer, shape: [batch, l, heads]), gateScale: gateScales[aLog]!, heads: heads,
-                bidirectional: bidirectional, normalize: normalize, kernel: forgetGateKernel(headDim: c / heads))
-            defer { context.recycle(attention) }
-            _ = try context.conv3x3(v, try convWeights(lw, lb, depthwise: true), stride: 1,
-                                    residual: DeviceTensor(buffer: attention.buffer, shape: node.shape), output: output)
+                bidirectional: bidirectional, normalize: normalize, kernel: forgetGateKernel(headDim: c / heads),
+                lepe: ForgetGateLePE(weights: try convWeights(lw, lb, depthwise: true), height: h, width: wd),
+                output: DeviceTensor(buffer: output.buffer, shape: [batch, l, c]))
         case .add:
             _ = try context.elementwise(value(node.inputs[0]), value(node.inputs[1]), .add, output: output)
         case .multiply:

@@ -50,6 +50,53 @@ func checkForgetGate(_ context: CLContext, _ c: ForgetGateCase, kernel: ForgetGa
 }
 
 @Suite("Forget-gated attention") struct ForgetGateTests {
+    /// With LePE the phased CPU kernel adds it in fgla_output_vec: bit for bit the attention
+    /// alone followed by the depthwise conv with the attention as its residual (bias or none,
+    /// causal or both ways, a 5 x 7 grid whose 4-token chunks cross rows, two images, both CPU
+    /// runtimes). The GPU variant adds LePE with the conv after its own kernels: it agrees
+    /// within the kernels' tolerance. A grid that does not hold the tokens is refused.
+    @Test(arguments: [Implementation.pocl, .intel].filter(\.isPresent))
+    func lepeInTheOutputKernelEqualsTheConvAfterIt(_ implementation: Implementation) throws {
+        let (b, h, w, c, heads) = (2, 5, 7, 64, 2)
+        let qk = try random([b, h * w, 2 * c], "fg lepe qk", in: -2...2), v = try random([b, h * w, c], "fg lepe v")
+        let gates = try Tensor(shape: [b, h * w, heads], data: GatePattern.strong.values(tokens: b * h * w, heads: heads, seed: 7))
+        let lw = try random([c, 1, 3, 3], "fg lepe w", in: -0.5...0.5), lb = try random([c], "fg lepe b")
+        var fused: [Float] = []
+        for variant in [KernelVariant.cpu, .gpu] {
+            let context = try CLContext(device: implementation.device!, variant: variant)
+            let (dqk, dv, dg) = (try context.upload(qk), try context.upload(v), try context.upload(gates))
+            for bidirectional in [true, false] {
+                let alone = try context.forgetGateAttention(qk: dqk, v: dv, logGate: dg, heads: heads, bidirectional: bidirectional,
+                                                            normalize: true, kernel: .phased(chunk: 4))
+                for bias in [true, false] {
+                    let weights = try Conv3x3Weights(context: context, weight: lw, bias: bias ? lb : nil, depthwise: true)
+                    let with = try context.download(try context.forgetGateAttention(
+                        qk: dqk, v: dv, logGate: dg, heads: heads, bidirectional: bidirectional, normalize: true, kernel: .phased(chunk: 4),
+                        lepe: ForgetGateLePE(weights: weights, height: h, width: w)))
+                    let after = try context.download(try context.conv3x3(
+                        DeviceTensor(buffer: dv.buffer, shape: [b, h, w, c]), weights, stride: 1,
+                        residual: DeviceTensor(buffer: alone.buffer, shape: [b, h, w, c])))
+                    let label = "\(variant) bidirectional \(bidirectional) bias \(bias)"
+                    if variant == .cpu {
+                        #expect(with.data == after.data, "\(label)")
+                        fused += with.data
+                    } else {
+                        #expect(with.data == after.data, "\(label)")  // the same conv after the attention
+                        let cpu = try Tensor(shape: with.shape, data: Array(fused[0..<with.count]))
+                        fused.removeFirst(with.count)
+                        #expect(with.relativeL2(to: cpu) <= forgetGateTolerance, "\(label) against the CPU kernel")
+                    }
+                }
+            }
+            if variant == .cpu { #expect(context.launchedKernelNames.contains("fgla_output_vec")) }
+            let weights = try Conv3x3Weights(context: context, weight: lw, bias: lb, depthwise: true)
+            #expect(throws: MilaError.self) {
+                try context.forgetGateAttention(qk: dqk, v: dv, logGate: dg, heads: heads, bidirectional: true, normalize: true,
+                                                kernel: .phased(chunk: 4), lepe: ForgetGateLePE(weights: weights, height: 6, width: 7))
+            }
+        }
+    }
+
     static let cases: [ForgetGateCase] = [1, 5, 63, 64, 65, 197, 3136].flatMap { l in [16, 32, 64].map { ForgetGateCase(tokens: l, chunk: $0) } }
 
     @Test("chunked kernel vs Float64 recurrent reference", arguments: onImplementations(cases))

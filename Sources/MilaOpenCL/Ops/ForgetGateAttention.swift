@@ -1,5 +1,15 @@
 import MilaCore
 
+/// The forget-gated attention's LePE: depthwise 3x3 weights and the token grid they convolve.
+public struct ForgetGateLePE {
+    public let weights: Conv3x3Weights
+    public let height: Int
+    public let width: Int
+    public init(weights: Conv3x3Weights, height: Int, width: Int) {
+        (self.weights, self.height, self.width) = (weights, height, width)
+    }
+}
+
 /// Which kernel computes the forget-gated attention (Kernels/forget_gate_attention.cl).
 public enum ForgetGateKernel: Equatable, Sendable, CustomStringConvertible {
     /// The chunked parallel algorithm with chunks of this many tokens.
@@ -20,19 +30,41 @@ public enum ForgetGateKernel: Equatable, Sendable, CustomStringConvertible {
 }
 
 extension CLContext {
-    /// Forget-gated linear attention without LePE (`ForgetGateAttentionSpec`): qk (B, L, 2C),
-    /// v (B, L, C), logGate (B, L, heads); log a = gateScale[h] * logGate (gateScale defaults to
-    /// ones, so logGate is log a itself); output (B, L, C).
+    /// Forget-gated linear attention (`ForgetGateAttentionSpec`): qk (B, L, 2C), v (B, L, C),
+    /// logGate (B, L, heads); log a = gateScale[h] * logGate (gateScale defaults to ones, so
+    /// logGate is log a itself); output (B, L, C). With `lepe` (depthwise weights and the
+    /// (height, width) of the token grid) the output adds LePE, dwconv3x3 of v seen as that
+    /// image: inside fgla_output_vec for the phased CPU kernels, else a depthwise conv after.
     public func forgetGateAttention(qk: DeviceTensor, v: DeviceTensor, logGate: DeviceTensor, gateScale: CLBuffer? = nil, heads: Int,
                                     bidirectional: Bool, normalize: Bool, kernel: ForgetGateKernel = .chunked(chunk: 32),
-                                    output: DeviceTensor? = nil) throws -> DeviceTensor {
+                                    lepe: ForgetGateLePE? = nil, output: DeviceTensor? = nil) throws -> DeviceTensor {
         let spec = try ForgetGateAttentionSpec(qk: qk.shape, v: v.shape, logGate: logGate.shape, heads: heads)
         let scale = try gateScale ?? upload([Float](repeating: 1, count: heads))
         defer { if gateScale == nil { recycle(scale) } }
+        if let lepe {
+            guard lepe.weights.depthwise, lepe.weights.outChannels == spec.channels, lepe.height * lepe.width == spec.tokens else {
+                throw MilaError.invalidArgument(op: "forget_gate_attention", message: "LePE needs depthwise weights of \(spec.channels) channels "
+                                                + "and a grid of \(spec.tokens) tokens, not \(lepe.height)x\(lepe.width)")
+            }
+            if case let .phased(chunk) = kernel, spec.headDim % 16 == 0, variant == .cpu || ForgetGateTiles.workGroup(
+                headDim: spec.headDim, chunk: chunk, localMemory: Int(device.localMemory), maxWorkGroup: device.maxWorkGroupSize) == nil {
+                return try phasedForgetGate(qk: qk, v: v, gate: logGate, scale: scale, spec: spec, bidirectional: bidirectional,
+                                            normalize: normalize, chunk: chunk, lepe: lepe, output: output)
+            }
+            let attention = try forgetGateAttention(qk: qk, v: v, logGate: logGate, gateScale: scale, heads: heads, bidirectional: bidirectional,
+                                                    normalize: normalize, kernel: kernel)
+            defer { recycle(attention) }
+            let (batch, c) = (spec.batch, spec.channels)
+            let result = try output ?? empty([batch, spec.tokens, c])
+            _ = try conv3x3(DeviceTensor(buffer: v.buffer, shape: [batch, lepe.height, lepe.width, c]), lepe.weights, stride: 1,
+                            residual: DeviceTensor(buffer: attention.buffer, shape: [batch, lepe.height, lepe.width, c]),
+                            output: DeviceTensor(buffer: result.buffer, shape: [batch, lepe.height, lepe.width, c]))
+            return result
+        }
         switch kernel {
         case let .phased(chunk):
             return try phasedForgetGate(qk: qk, v: v, gate: logGate, scale: scale, spec: spec, bidirectional: bidirectional,
-                                        normalize: normalize, chunk: chunk, output: output)
+                                        normalize: normalize, chunk: chunk, lepe: nil, output: output)
         case let .chunked(chunk):
             guard (1...128).contains(chunk) else {
                 throw MilaError.invalidArgument(op: "forget_gate_attention", message: "chunk size \(chunk) must be 1...128")
@@ -70,7 +102,8 @@ extension CLContext {
     static let forgetGateTokensPerItem = 4
 
     private func phasedForgetGate(qk: DeviceTensor, v: DeviceTensor, gate: DeviceTensor, scale: CLBuffer, spec: ForgetGateAttentionSpec,
-                                  bidirectional: Bool, normalize: Bool, chunk: Int, output: DeviceTensor?) throws -> DeviceTensor {
+                                  bidirectional: Bool, normalize: Bool, chunk: Int, lepe: ForgetGateLePE?,
+                                  output: DeviceTensor?) throws -> DeviceTensor {
         let (batch, l, c, heads, d) = (spec.batch, spec.tokens, spec.channels, spec.heads, spec.headDim)
         guard d % 16 == 0 else {
             throw MilaError.unsupported(op: "forget_gate_attention", message: "the phased kernels need a head dimension divisible by 16, not \(d)")
@@ -80,6 +113,7 @@ extension CLContext {
         }
         let tokens = Self.forgetGateTokensPerItem
         let defines = ["DHEAD=\(d)", "CHUNK=\(chunk)", "FG_BIDIR=\(bidirectional ? 1 : 0)", "FG_TB=\(tokens)"]
+            + (lepe?.weights.precision.kernelDefines ?? [])
         if variant == .gpu, let group = ForgetGateTiles.workGroup(headDim: d, chunk: chunk, localMemory: Int(device.localMemory),
                                                                   maxWorkGroup: device.maxWorkGroupSize) {
             return try phasedForgetGateGPU(qk: qk, v: v, gate: gate, scale: scale, spec: spec, bidirectional: bidirectional,
@@ -106,7 +140,9 @@ extension CLContext {
         try launch(try kernel(.forgetGateAttention, "fgla_output_vec", defines: defines), global: [ceilDiv(blocks, 8) * 8, heads, batch],
                    local: [8, 1, 1],
                    arguments: [.int(Int32(l)), .int(Int32(c)), .int(normalize ? 1 : 0), .buffer(qk.buffer), .buffer(kfeat), .buffer(v.buffer),
-                               .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(factors), .buffer(y.buffer)])
+                               .buffer(gate.buffer), .buffer(scale), .buffer(forward), .buffer(backward), .buffer(factors), .buffer(y.buffer),
+                               .int(Int32(lepe?.width ?? 1)), .buffer(lepe?.weights.packed ?? scale), .buffer(lepe?.weights.bias ?? scale),
+                               .int(lepe == nil ? 0 : lepe!.weights.bias == nil ? 1 : 2)])
         return y
     }
 
