@@ -27,7 +27,10 @@ public final class CLBackend: Backend {
     /// `MILA_REPLAY=0` builds every forward on the host (for comparisons).
     private let replayEnabled = ProcessInfo.processInfo.environment["MILA_REPLAY"] != "0"
     /// `MILA_FUSE_NORM=0` runs the LayerNorms after depthwise convs as launches of their own.
-    public var fusesNorms = ProcessInfo.processInfo.environment["MILA_FUSE_NORM"] != "0"
+    /// The plans and recorded forwards follow it: changing it drops them.
+    public var fusesNorms = ProcessInfo.processInfo.environment["MILA_FUSE_NORM"] != "0" {
+        didSet { if fusesNorms != oldValue { releasePlans() } }
+    }
     /// Bytes of the packed weights on the device.
     public private(set) var weightBytes = 0
 
@@ -60,7 +63,8 @@ public final class CLBackend: Backend {
 
     /// The planned activation memory for `graph` (the arena, alignment included), in bytes.
     public func plannedBytes(_ graph: Graph) -> Int {
-        context.arenaLayout(counts: MemoryPlan(graph, alsoWrites: normFusions(graph)).slotSizes).bytes
+        let plan = plans[graph.signature]?.plan ?? MemoryPlan(graph, alsoWrites: normFusions(graph))
+        return context.arenaLayout(counts: plan.slotSizes).bytes
     }
 
     /// The LayerNorms this backend runs in the launch of the depthwise conv they read

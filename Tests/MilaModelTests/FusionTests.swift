@@ -90,12 +90,19 @@ import Testing
         let input = try Tensor(randomUniform: [1, 37, 53, 3], in: -2...2, seed: 11)
         let together = try opencl.run(fused, input: input, keep: [])
         #expect(context.launchedKernelNames.contains("dwconv3x3_strips_ln"))
-        let apart = CLBackend(context: try CLContext(), weights: Self.weights)
+        let apartContext = try CLContext()
+        let apart = CLBackend(context: apartContext, weights: Self.weights)
         apart.fusesNorms = false
         #expect(apart.normFusions(fused).isEmpty)
         let separate = try apart.run(fused, input: input, keep: [])
+        #expect(!apartContext.launchedKernelNames.contains("dwconv3x3_strips_ln"))
         for role in ["logits", "stage0", "stage3"] {
             #expect(together[fused.outputs[role]!]!.data == separate[fused.outputs[role]!]!.data, "\(role)")
         }
+        // Turning the fusion on after a run re-plans: the next forward fuses.
+        apart.fusesNorms = true
+        let refused = try apart.run(fused, input: input, keep: [])
+        #expect(apartContext.launchedKernelNames.contains("dwconv3x3_strips_ln"))
+        #expect(refused[fused.outputs["logits"]!]!.data == separate[fused.outputs["logits"]!]!.data)
     }
 }

@@ -46,35 +46,38 @@ extension CLContext {
                 throw MilaError.invalidArgument(op: "forget_gate_attention", message: "LePE needs depthwise weights of \(spec.channels) channels "
                                                 + "and a grid of \(spec.tokens) tokens, not \(lepe.height)x\(lepe.width)")
             }
-            if case let .phased(chunk) = kernel, spec.headDim % 16 == 0, variant == .cpu || ForgetGateTiles.workGroup(
-                headDim: spec.headDim, chunk: chunk, localMemory: Int(device.localMemory), maxWorkGroup: device.maxWorkGroupSize) == nil {
-                return try phasedForgetGate(qk: qk, v: v, gate: logGate, scale: scale, spec: spec, bidirectional: bidirectional,
-                                            normalize: normalize, chunk: chunk, lepe: lepe, output: output)
-            }
-            let attention = try forgetGateAttention(qk: qk, v: v, logGate: logGate, gateScale: scale, heads: heads, bidirectional: bidirectional,
-                                                    normalize: normalize, kernel: kernel)
-            defer { recycle(attention) }
-            let (batch, c) = (spec.batch, spec.channels)
-            let result = try output ?? empty([batch, spec.tokens, c])
-            _ = try conv3x3(DeviceTensor(buffer: v.buffer, shape: [batch, lepe.height, lepe.width, c]), lepe.weights, stride: 1,
-                            residual: DeviceTensor(buffer: attention.buffer, shape: [batch, lepe.height, lepe.width, c]),
-                            output: DeviceTensor(buffer: result.buffer, shape: [batch, lepe.height, lepe.width, c]))
-            return result
         }
         switch kernel {
         case let .phased(chunk):
             return try phasedForgetGate(qk: qk, v: v, gate: logGate, scale: scale, spec: spec, bidirectional: bidirectional,
-                                        normalize: normalize, chunk: chunk, lepe: nil, output: output)
+                                        normalize: normalize, chunk: chunk, lepe: lepe, output: output)
         case let .chunked(chunk):
             guard (1...128).contains(chunk) else {
                 throw MilaError.invalidArgument(op: "forget_gate_attention", message: "chunk size \(chunk) must be 1...128")
             }
-            return try perHeadForgetGate("fgla_chunked", chunk: chunk, qk: qk, v: v, gate: logGate, scale: scale, spec: spec,
-                                         bidirectional: bidirectional, normalize: normalize, output: output)
+            return try thenLePE(lepe, v: v, spec: spec, output: output) { attention in
+                try perHeadForgetGate("fgla_chunked", chunk: chunk, qk: qk, v: v, gate: logGate, scale: scale, spec: spec,
+                                      bidirectional: bidirectional, normalize: normalize, output: attention)
+            }
         case .recurrent:
-            return try perHeadForgetGate("fgla_recurrent", chunk: nil, qk: qk, v: v, gate: logGate, scale: scale, spec: spec,
-                                         bidirectional: bidirectional, normalize: normalize, output: output)
+            return try thenLePE(lepe, v: v, spec: spec, output: output) { attention in
+                try perHeadForgetGate("fgla_recurrent", chunk: nil, qk: qk, v: v, gate: logGate, scale: scale, spec: spec,
+                                      bidirectional: bidirectional, normalize: normalize, output: attention)
+            }
         }
+    }
+
+    /// For the kernels that do not add LePE themselves: `attention` computes the attention alone
+    /// (into `output` when there is no LePE, else into a temporary that the depthwise conv after
+    /// it reads as its residual).
+    private func thenLePE(_ lepe: ForgetGateLePE?, v: DeviceTensor, spec: ForgetGateAttentionSpec, output: DeviceTensor?,
+                          attention: (DeviceTensor?) throws -> DeviceTensor) throws -> DeviceTensor {
+        guard let lepe else { return try attention(output) }
+        let alone = try attention(nil)
+        defer { recycle(alone) }
+        let result = try output ?? empty([spec.batch, spec.tokens, spec.channels])
+        try addLePE(v: v, lepe: lepe.weights, height: lepe.height, width: lepe.width, attention: alone, output: result)
+        return result
     }
 
     /// fgla_chunked / fgla_recurrent: one work-group per (head, batch), a work-item per value
@@ -112,13 +115,16 @@ extension CLContext {
             throw MilaError.invalidArgument(op: "forget_gate_attention", message: "chunk size \(chunk) must be 1...256")
         }
         let tokens = Self.forgetGateTokensPerItem
-        let defines = ["DHEAD=\(d)", "CHUNK=\(chunk)", "FG_BIDIR=\(bidirectional ? 1 : 0)", "FG_TB=\(tokens)"]
-            + (lepe?.weights.precision.kernelDefines ?? [])
+        let phases = ["DHEAD=\(d)", "CHUNK=\(chunk)", "FG_BIDIR=\(bidirectional ? 1 : 0)", "FG_TB=\(tokens)"]
         if variant == .gpu, let group = ForgetGateTiles.workGroup(headDim: d, chunk: chunk, localMemory: Int(device.localMemory),
                                                                   maxWorkGroup: device.maxWorkGroupSize) {
-            return try phasedForgetGateGPU(qk: qk, v: v, gate: gate, scale: scale, spec: spec, bidirectional: bidirectional,
-                                           normalize: normalize, chunk: chunk, group: group, defines: defines, output: output)
+            // fgla_output_wg leaves LePE to a depthwise conv after it.
+            return try thenLePE(lepe, v: v, spec: spec, output: output) { attention in
+                try phasedForgetGateGPU(qk: qk, v: v, gate: gate, scale: scale, spec: spec, bidirectional: bidirectional,
+                                        normalize: normalize, chunk: chunk, group: group, defines: phases, output: attention)
+            }
         }
+        let defines = phases + (lepe?.weights.precision.kernelDefines ?? [])
         let chunks = ceilDiv(l, chunk)
         let kfeat = try buffer(count: batch * chunks * c * ((chunk + 15) / 16 * 16))  // k transposed per chunk (FG_CHUNK16)
         let factors = try buffer(count: batch * l * heads)

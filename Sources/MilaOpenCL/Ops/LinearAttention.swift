@@ -68,12 +68,17 @@ extension CLContext {
             }
             try launch(try kernel(.linearAttention, "la_output", defines: defines), global: [l, heads, batch], arguments: outputArguments)
         }
-        // LePE: out = attention + dwconv3x3(v), v seen as the (B, H, W, C) map.
-        let vMap = DeviceTensor(buffer: v.buffer, shape: [batch, height, width, c])
-        let mapOut = DeviceTensor(buffer: result.buffer, shape: [batch, height, width, c])
-        let attentionMap = DeviceTensor(buffer: attention.buffer, shape: [batch, height, width, c])
-        _ = try conv3x3(vMap, lepe, stride: 1, residual: attentionMap, output: mapOut)
+        try addLePE(v: v, lepe: lepe, height: height, width: width, attention: attention, output: result)
         return result
+    }
+
+    /// LePE after the attention: output = attention + dwconv3x3(v), v, attention and output
+    /// (B, L, C) seen as (B, height, width, C) maps (the kernels that do not add it themselves).
+    func addLePE(v: DeviceTensor, lepe: Conv3x3Weights, height: Int, width: Int, attention: DeviceTensor,
+                 output: DeviceTensor) throws {
+        let map = [v.shape[0], height, width, v.shape[2]]
+        _ = try conv3x3(DeviceTensor(buffer: v.buffer, shape: map), lepe, stride: 1,
+                        residual: DeviceTensor(buffer: attention.buffer, shape: map), output: DeviceTensor(buffer: output.buffer, shape: map))
     }
 
     /// RoPE (cos, sin) tables in float64 rounded to float: rotY (H, C/4, 2), rotX (W, C/4, 2).
