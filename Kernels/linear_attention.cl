@@ -15,8 +15,11 @@
 // The reductions over all L tokens are split so they stay exact at L = 65536: tokens are summed
 // in chunks (la_kv_partial), then the chunk sums are added with Kahan compensation
 // (reduce_chunks in reduce.cl, scale 1/L).
-//   la_kv_partial  global (C, chunks, B): for channel c of head h = c / d and chunk j,
-//                  kvPart[b][j][c][:] = sum_t kr_t[c] v_t[h*d : h*d+d], kPart[b][j][c] = sum_t k_t[c].
+//   la_kv_partial  global (C, chunks, B): for channel c of head h = c / d and chunk j, into the
+//                  chunk's record of C (d + 1) floats, part[b][j] = (kv (C, d), ksum (C)):
+//                  kv[c][:] = sum_t kr_t[c] v_t[h*d : h*d+d], ksum[c] = sum_t k_t[c]. One
+//                  reduce_chunks over whole records then gives each image's (kv / L, mean k),
+//                  the record the output kernels read (kvm).
 //   la_output      global (L, heads, B): one (token, head) per work-item; tokens along dim 0 so
 //                  PoCL's work-group vectoriser runs neighbouring tokens in SIMD lanes.
 // Variants:
@@ -35,6 +38,9 @@
 #error "DHEAD (head dimension) must be defined"
 #endif
 
+// Offset of record r (C (d + 1) floats: the kv block, then the k sums) in a partial or reduced buffer.
+#define LA_RECORD(r) ((size_t)(r) * C * (DHEAD + 1))
+
 inline float la_rotate(float self, float partner, int odd, float2 cs) {
     // (re, im) * (cos + i sin): re' = re cos - im sin, im' = re sin + im cos.
     return odd ? fma(partner, cs.y, self * cs.x) : fma(-partner, cs.y, self * cs.x);
@@ -48,7 +54,7 @@ inline float2 la_angle(int c, int y, int x, int kMax, __global const float2* rot
 __kernel void la_kv_partial(const int L, const int W, const int C, const int chunk,
                             __global const float* qk, __global const float* v,
                             __global const float2* rotY, __global const float2* rotX,
-                            __global float* kvPart, __global float* kPart) {
+                            __global float* part) {
     const int c = get_global_id(0), j = get_global_id(1), b = get_global_id(2);
     const int chunks = get_global_size(1);
     if (c >= C) return;
@@ -68,20 +74,20 @@ __kernel void la_kv_partial(const int L, const int W, const int C, const int chu
         #pragma unroll
         for (int e = 0; e < DHEAD; ++e) acc[e] = fma(kr, vrow[e], acc[e]);
     }
-    const size_t base = ((size_t)b * chunks + j) * C + c;
+    __global float* record = part + LA_RECORD(b * chunks + j);
     #pragma unroll
-    for (int e = 0; e < DHEAD; ++e) kvPart[base * DHEAD + e] = acc[e];
-    kPart[base] = ksum;
+    for (int e = 0; e < DHEAD; ++e) record[c * DHEAD + e] = acc[e];
+    record[C * DHEAD + c] = ksum;
 }
 
 __kernel void la_output(const int L, const int W, const int C, __global const float* qk,
                         __global const float2* rotY, __global const float2* rotX,
-                        __global const float* kv, __global const float* kMean, __global float* out) {
+                        __global const float* kvm, __global float* out) {
     const int t = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     if (h >= C / DHEAD || t >= L) return;
     const int kMax = C / 4, y = t / W, x = t % W;
     __global const float* qrow = qk + ((size_t)b * L + t) * 2 * C;
-    __global const float* km = kMean + (size_t)b * C;
+    __global const float* km = kvm + LA_RECORD(b) + C * DHEAD;
     float qr[DHEAD];
     float dot = 0.0f;
     #pragma unroll
@@ -96,7 +102,7 @@ __kernel void la_output(const int L, const int W, const int C, __global const fl
     float acc[DHEAD];
     #pragma unroll
     for (int e = 0; e < DHEAD; ++e) acc[e] = 0.0f;
-    __global const float* kvh = kv + ((size_t)b * C + h * DHEAD) * DHEAD;
+    __global const float* kvh = kvm + LA_RECORD(b) + h * DHEAD * DHEAD;
     #pragma unroll
     for (int i = 0; i < DHEAD; ++i)
         #pragma unroll
@@ -125,7 +131,7 @@ inline float8 la_rotate8(float8 f, int c0, int y, int x, int kMax, __global cons
 __kernel void la_kv_partial_vec(const int L, const int W, const int C, const int chunk,
                                 __global const float* qk, __global const float* v,
                                 __global const float2* rotY, __global const float2* rotX,
-                                __global float* kvPart, __global float* kPart) {
+                                __global float* part) {
     const int c0 = get_global_id(0) * 8, j = get_global_id(1), b = get_global_id(2);
     const int chunks = get_global_size(1);
     if (c0 >= C) return;
@@ -150,12 +156,12 @@ __kernel void la_kv_partial_vec(const int L, const int W, const int C, const int
             for (int r = 0; r < 8; ++r) acc[r][g] = fma((float16)(kr[r]), vg, acc[r][g]);
         }
     }
-    const size_t base = ((size_t)b * chunks + j) * C + c0;
+    __global float* record = part + LA_RECORD(b * chunks + j);
     #pragma unroll
     for (int r = 0; r < 8; ++r)
         #pragma unroll
-        for (int g = 0; g < LA_GROUPS; ++g) vstore16(acc[r][g], g, kvPart + (base + r) * DHEAD);
-    vstore8(ksum, 0, kPart + base);
+        for (int g = 0; g < LA_GROUPS; ++g) vstore16(acc[r][g], g, record + (c0 + r) * DHEAD);
+    vstore8(ksum, 0, record + C * DHEAD + c0);
 }
 
 // la_output_vec also adds LePE (mila_lepe16: dwconv3x3(v) with lw packed (9, C) and bias lb,
@@ -164,8 +170,8 @@ __kernel void la_kv_partial_vec(const int L, const int W, const int C, const int
 // result. The image is (L / W, W).
 __kernel void la_output_vec(const int L, const int W, const int C, __global const float* qk,
                             __global const float2* rotY, __global const float2* rotX,
-                            __global const float* kv, __global const float* kMean, __global float* out,
-                            __global const float* v, __global const weight_t* lw, __global const float* lb, const int hasBias) {
+                            __global const float* kvm, __global float* out, __global const float* v,
+                            __global const weight_t* lw, __global const float* lb, const int hasBias) {
     const int t = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
     if (h >= C / DHEAD || t >= L) return;
     const int kMax = C / 4, y = t / W, x = t % W;
@@ -176,7 +182,7 @@ __kernel void la_output_vec(const int L, const int W, const int C, __global cons
     for (int blk = 0; blk < DHEAD / 8; ++blk) {
         const int c0 = h * DHEAD + blk * 8;
         const float8 q = mila_elu1_float8(vload8(0, qrow + c0));
-        dot8 = fma(q, vload8(0, kMean + (size_t)b * C + c0), dot8);
+        dot8 = fma(q, vload8(0, kvm + LA_RECORD(b) + C * DHEAD + c0), dot8);
         vstore8(la_rotate8(q, c0, y, x, kMax, rotY, rotX), 0, qr + blk * 8);
     }
     const float4 d4 = dot8.lo + dot8.hi;
@@ -184,7 +190,7 @@ __kernel void la_output_vec(const int L, const int W, const int C, __global cons
     float16 acc[LA_GROUPS];
     #pragma unroll
     for (int g = 0; g < LA_GROUPS; ++g) acc[g] = (float16)(0.0f);
-    __global const float* kvh = kv + ((size_t)b * C + h * DHEAD) * DHEAD;
+    __global const float* kvh = kvm + LA_RECORD(b) + h * DHEAD * DHEAD;
     #pragma unroll
     for (int i = 0; i < DHEAD; ++i)
         #pragma unroll
@@ -221,7 +227,7 @@ __kernel __attribute__((reqd_work_group_size(LA_WG, 1, 1)))
 void la_kv_wg(const int L, const int W, const int C, const int chunk,
               __global const float* qk, __global const float* v,
               __global const float2* rotY, __global const float2* rotX,
-              __global float* kvPart, __global float* kPart) {
+              __global float* part) {
     __local float KR[LA_TS][DHEAD], KU[LA_TS][DHEAD], VV[LA_TS][DHEAD];
     const int lid = get_local_id(0), h = get_group_id(0), j = get_group_id(1), b = get_group_id(2);
     const int chunks = get_num_groups(1), kMax = C / 4;
@@ -256,25 +262,25 @@ void la_kv_wg(const int L, const int W, const int C, const int chunk,
             for (int r = 0; r < n; ++r) ksum += KU[r][lid];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    const size_t base = ((size_t)b * chunks + j) * C + h * DHEAD;
+    __global float* record = part + LA_RECORD(b * chunks + j);
     #pragma unroll
     for (int o = 0; o < LA_OPW; ++o) {
         const int entry = lid + o * LA_WG;
-        if (entry < DHEAD * DHEAD) kvPart[base * DHEAD + entry] = acc[o];
+        if (entry < DHEAD * DHEAD) record[h * DHEAD * DHEAD + entry] = acc[o];
     }
-    if (lid < DHEAD) kPart[base + lid] = ksum;
+    if (lid < DHEAD) record[C * DHEAD + h * DHEAD + lid] = ksum;
 }
 
 __kernel __attribute__((reqd_work_group_size(LA_WG, 1, 1)))
 void la_output_wg(const int L, const int W, const int C, __global const float* qk,
                   __global const float2* rotY, __global const float2* rotX,
-                  __global const float* kv, __global const float* kMean, __global float* out) {
+                  __global const float* kvm, __global float* out) {
     __local float KV[DHEAD][DHEAD], QR[LA_TT][DHEAD], QU[LA_TT][DHEAD], KM[DHEAD], Z[LA_TT];
     const int lid = get_local_id(0), h = get_group_id(1), b = get_group_id(2);
     const int t0 = get_group_id(0) * LA_TT, n = min(LA_TT, L - t0), kMax = C / 4;
-    __global const float* kvh = kv + ((size_t)b * C + h * DHEAD) * DHEAD;
+    __global const float* kvh = kvm + LA_RECORD(b) + h * DHEAD * DHEAD;
     for (int idx = lid; idx < DHEAD * DHEAD; idx += LA_WG) KV[idx / DHEAD][idx % DHEAD] = kvh[idx];
-    for (int i = lid; i < DHEAD; i += LA_WG) KM[i] = kMean[(size_t)b * C + h * DHEAD + i];
+    for (int i = lid; i < DHEAD; i += LA_WG) KM[i] = kvm[LA_RECORD(b) + C * DHEAD + h * DHEAD + i];
     for (int idx = lid; idx < n * DHEAD; idx += LA_WG) {
         const int r = idx / DHEAD, i = idx % DHEAD, t = t0 + r, c = h * DHEAD + i;
         __global const float* qrow = qk + ((size_t)b * L + t) * 2 * C;

@@ -17,11 +17,12 @@ extension CLContext {
         let (batch, l, c, d) = (spec.batch, spec.tokens, spec.channels, spec.headDim)
         let (rotY, rotX) = try ropeTables(height: height, width: width, channels: c)
         let chunks = ceilDiv(l, Self.attentionChunk)
-        let kvPart = try buffer(count: batch * chunks * c * d)
-        let kPart = try buffer(count: batch * chunks * c)
-        let kv = try buffer(count: batch * c * d)
-        let kMean = try buffer(count: batch * c)
-        defer { for b in [kvPart, kPart, kv, kMean] { recycle(b) } }
+        // Per chunk and image a record of c (d + 1) floats: the kv block, then the k sums; one
+        // reduce_chunks turns the chunks' records into each image's (kv / L, mean k).
+        let record = c * (d + 1)
+        let part = try buffer(count: batch * chunks * record)
+        let kvm = try buffer(count: batch * record)
+        defer { for b in [part, kvm] { recycle(b) } }
         let defines = ["DHEAD=\(d)"] + lepe.precision.kernelDefines
         let result = try output ?? empty(spec.outputShape)
         guard result.shape == spec.outputShape else {
@@ -40,13 +41,12 @@ extension CLContext {
             try launch(try kernel(.linearAttention, "la_kv_wg", defines: tiled), global: [tiles.workGroup * heads, chunks, batch],
                        local: [tiles.workGroup, 1, 1],
                        arguments: [.int(lTokens), .int(widthArgument), .int(channels), .int(Int32(Self.attentionChunk)),
-                                   .buffer(qk.buffer), .buffer(v.buffer), .buffer(rotY), .buffer(rotX), .buffer(kvPart), .buffer(kPart)])
-            try reduceChunks(kvPart, elements: c * d, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kv)
-            try reduceChunks(kPart, elements: c, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kMean)
+                                   .buffer(qk.buffer), .buffer(v.buffer), .buffer(rotY), .buffer(rotX), .buffer(part)])
+            try reduceChunks(part, elements: record, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kvm)
             try launch(try kernel(.linearAttention, "la_output_wg", defines: tiled),
                        global: [tiles.workGroup * ceilDiv(l, tiles.outputTokens), heads, batch], local: [tiles.workGroup, 1, 1],
                        arguments: [.int(lTokens), .int(widthArgument), .int(channels), .buffer(qk.buffer), .buffer(rotY), .buffer(rotX),
-                                   .buffer(kv), .buffer(kMean), .buffer(attention.buffer)])
+                                   .buffer(kvm), .buffer(attention.buffer)])
         } else {
             // CPUs get the explicitly vectorised pair when the head dimension allows (d % 16 == 0);
             // the scalar pair serves other head dimensions (and GPUs whose local memory cannot hold
@@ -55,14 +55,13 @@ extension CLContext {
             try launch(try kernel(.linearAttention, vectorised ? "la_kv_partial_vec" : "la_kv_partial", defines: defines),
                        global: [vectorised ? c / 8 : c, chunks, batch],
                        arguments: [.int(lTokens), .int(widthArgument), .int(channels), .int(Int32(Self.attentionChunk)),
-                                   .buffer(qk.buffer), .buffer(v.buffer), .buffer(rotY), .buffer(rotX), .buffer(kvPart), .buffer(kPart)])
-            try reduceChunks(kvPart, elements: c * d, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kv)
-            try reduceChunks(kPart, elements: c, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kMean)
+                                   .buffer(qk.buffer), .buffer(v.buffer), .buffer(rotY), .buffer(rotX), .buffer(part)])
+            try reduceChunks(part, elements: record, chunks: chunks, batch: batch, scale: 1 / Float(l), into: kvm)
             let outputArguments: [KernelArgument] = [.int(lTokens), .int(widthArgument), .int(channels), .buffer(qk.buffer), .buffer(rotY),
-                                                     .buffer(rotX), .buffer(kv), .buffer(kMean), .buffer(attention.buffer)]
+                                                     .buffer(rotX), .buffer(kvm), .buffer(attention.buffer)]
             if vectorised {
                 try launch(try kernel(.linearAttention, "la_output_vec", defines: defines), global: [l, heads, batch],
-                           arguments: outputArguments + [.buffer(v.buffer), .buffer(lepe.packed), .buffer(lepe.bias ?? kMean),
+                           arguments: outputArguments + [.buffer(v.buffer), .buffer(lepe.packed), .buffer(lepe.bias ?? kvm),
                                                          .int(lepe.bias == nil ? 0 : 1)])
                 return result
             }
